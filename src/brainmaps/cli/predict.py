@@ -1,0 +1,36 @@
+"""``brainmaps predict RUN SCAN [SCAN ...]``: apply a run's fold ensemble to new scans."""
+
+from __future__ import annotations
+
+import argparse
+
+from brainmaps.training.ensembles import predict_run
+from brainmaps.utils import atomic_path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register the sub-command."""
+    p = sub.add_parser(
+        "predict",
+        help="predict new scans with the fold models of a run (ensemble mean)",
+        description="Preprocess new NIfTI scans as in the run and average the predictions "
+        "of its fold models. Writes a TSV of class probabilities (or predicted values).",
+    )
+    p.add_argument("run_dir", help="run folder written by 'brainmaps train'")
+    p.add_argument("images", nargs="+", help="NIfTI files")
+    p.add_argument("--out", help="TSV to write (default: print to stdout)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--batch-size", type=int, default=4, help="volumes per forward pass")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute ``brainmaps predict``."""
+    table = predict_run(args.run_dir, args.images, device=args.device, batch_size=args.batch_size)
+    if args.out:
+        with atomic_path(args.out) as tmp:
+            table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+        print(f"predictions written to {args.out}")
+    else:
+        print(table.to_csv(sep="\t", index=False, float_format="%.4f"), end="")
+    return 0

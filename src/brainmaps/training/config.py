@@ -1,0 +1,290 @@
+"""The configuration of a training run, validated on creation and stored as YAML.
+
+A run is described by one :class:`RunConfig` made of four frozen sections: where the
+cohort comes from (:class:`DataConfig`), how images are brought to the model grid
+(:class:`~brainmaps.data.preprocess.PreprocessConfig`), which network
+(:class:`ModelConfig`) and how it is trained and cross-validated
+(:class:`TrainingConfig`). The command-line interface only builds this object, so a
+``config.yaml`` written to a run folder replays the run exactly (``--config``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from brainmaps.data.preprocess import PreprocessConfig
+from brainmaps.exceptions import ConfigError
+from brainmaps.utils import atomic_write_text
+
+__all__ = ["DataConfig", "ModelConfig", "RunConfig", "TrainingConfig", "load_config"]
+
+_TASKS = ("auto", "classification", "regression")
+_DEVICES = ("auto", "cpu", "cuda")
+
+
+def _positive(section: str, name: str, value: Any, kind: type = int) -> None:
+    if not isinstance(value, kind) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(
+            f"{section}.{name} must be a positive {kind.__name__}, got {value!r}; "
+            f"set it in the config or with --{name.replace('_', '-')}."
+        )
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the cohort comes from.
+
+    Parameters
+    ----------
+    source : str
+        A cohort table (TSV/CSV) or a BIDS folder.
+    target : str
+        Label column to predict (e.g. ``"group"``, ``"sex"``, ``"age"``).
+    subject_col, path_col : str or None
+        Column names in a table; ``None`` guesses them (see
+        :func:`brainmaps.data.cohort.load_cohort`).
+    suffix : str
+        BIDS image suffix (``"T1w"``, ``"FA"``, ...).
+    task : {"auto", "classification", "regression"}
+        How to treat the target; ``"auto"`` decides from its values.
+    drop_missing : bool
+        Drop subjects whose label is missing (with a warning) instead of failing.
+    """
+
+    source: str
+    target: str
+    subject_col: str | None = None
+    path_col: str | None = None
+    suffix: str = "T1w"
+    task: str = "auto"
+    drop_missing: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.source:
+            raise ConfigError("data.source is empty; give a cohort table or a BIDS folder.")
+        if not self.target:
+            raise ConfigError("data.target is empty; name the label column with --target.")
+        if self.task not in _TASKS:
+            raise ConfigError(f"data.task must be one of {_TASKS}, got {self.task!r}.")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which network to train.
+
+    Parameters
+    ----------
+    name : str
+        A name from :func:`brainmaps.models.list_models`.
+    options : dict
+        Extra constructor arguments (e.g. ``{"channels": [8, 16, 32]}``); the input
+        shape, channel count and class count are filled in from the data.
+    """
+
+    name: str = "xin2019"
+    options: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.options, dict):
+            raise ConfigError(f"model.options must be a mapping, got {self.options!r}.")
+        reserved = {"in_channels", "n_classes", "input_shape"} & set(self.options)
+        if reserved:
+            raise ConfigError(
+                f"model.options sets {sorted(reserved)}, which brainmaps derives from the data; "
+                "remove them from the config."
+            )
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """How the network is trained and cross-validated.
+
+    Defaults follow Kan et al.: 10 folds, seed 42, Adam with lr 3e-4, 20 epochs.
+
+    Parameters
+    ----------
+    folds : int
+        Number of outer cross-validation folds (stratified, grouped by subject).
+    folds_file : str or None
+        A user-supplied split: a TSV with ``subject`` and ``fold`` columns. It is
+        checked for subjects in two folds (:class:`~brainmaps.DataLeakageError`).
+    epochs, batch_size : int
+        Training length and mini-batch size.
+    lr : float
+        Adam learning rate.
+    seed : int
+        Seeds the split, the weights and the batch order: same seed, same metrics (CPU).
+    val_fraction : float
+        Fraction of each training fold held out to pick the best epoch (0 keeps the last).
+    device : {"auto", "cpu", "cuda"}
+        ``"auto"`` uses CUDA when present, with mixed precision when ``amp`` is set.
+    amp : bool
+        Automatic mixed precision on CUDA (ignored on CPU).
+    num_workers : int
+        DataLoader worker processes.
+    n_jobs : int
+        Parallel preprocessing jobs.
+    cache_dir : str or None
+        Where preprocessed volumes are cached; ``None`` uses ``$BRAINMAPS_CACHE_DIR`` or
+        ``~/.cache/brainmaps``.
+    """
+
+    folds: int = 10
+    folds_file: str | None = None
+    epochs: int = 20
+    lr: float = 3e-4
+    batch_size: int = 8
+    seed: int = 42
+    val_fraction: float = 0.1
+    device: str = "auto"
+    amp: bool = True
+    num_workers: int = 0
+    n_jobs: int = 1
+    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "n_jobs"):
+            _positive("training", name, getattr(self, name))
+        if not isinstance(self.folds, int) or self.folds < 2:
+            raise ConfigError(f"training.folds must be an integer >= 2, got {self.folds!r}.")
+        _positive("training", "lr", float(self.lr), float)
+        if not 0.0 <= float(self.val_fraction) < 0.5:
+            raise ConfigError(
+                f"training.val_fraction must be in [0, 0.5), got {self.val_fraction!r}."
+            )
+        if self.device not in _DEVICES:
+            raise ConfigError(f"training.device must be one of {_DEVICES}, got {self.device!r}.")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"training.seed must be a non-negative integer, got {self.seed!r}.")
+        if self.num_workers < 0:
+            raise ConfigError(f"training.num_workers must be >= 0, got {self.num_workers!r}.")
+
+    def resolved_cache_dir(self) -> Path:
+        """Return the cache folder, expanding the default location."""
+        if self.cache_dir:
+            return Path(self.cache_dir).expanduser()
+        env = os.environ.get("BRAINMAPS_CACHE_DIR")
+        return Path(env).expanduser() if env else Path.home() / ".cache" / "brainmaps"
+
+
+_SECTIONS = {"data": DataConfig, "model": ModelConfig, "training": TrainingConfig}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The full, resolved configuration of a training run.
+
+    Parameters
+    ----------
+    data : DataConfig
+    preprocess : PreprocessConfig
+    model : ModelConfig
+    training : TrainingConfig
+    out : str
+        The run folder.
+    """
+
+    data: DataConfig
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    out: str = "runs/run"
+
+    def to_dict(self) -> dict:
+        """Return plain Python types, ready for YAML."""
+        return {
+            "data": dataclasses.asdict(self.data),
+            "preprocess": self.preprocess.to_dict(),
+            "model": {"name": self.model.name, "options": dict(self.model.options)},
+            "training": dataclasses.asdict(self.training),
+            "out": self.out,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict, origin: str = "config") -> RunConfig:
+        """Build and validate a config from a mapping (e.g. parsed YAML).
+
+        Raises
+        ------
+        ConfigError
+            On unknown sections or keys (named), or invalid values.
+        """
+        if not isinstance(raw, dict):
+            raise ConfigError(
+                f"{origin}: expected a mapping of sections, got {type(raw).__name__}."
+            )
+        unknown = set(raw) - {"data", "preprocess", "model", "training", "out"}
+        if unknown:
+            raise ConfigError(
+                f"{origin}: unknown section(s) {sorted(unknown)}; "
+                "expected data, preprocess, model, training, out."
+            )
+        if "data" not in raw:
+            raise ConfigError(f"{origin}: the 'data' section (source, target) is missing.")
+        parts = {
+            name: _build(section, raw.get(name) or {}, name, origin)
+            for name, section in _SECTIONS.items()
+        }
+        try:
+            preprocess = PreprocessConfig.from_dict(raw.get("preprocess") or {})
+        except TypeError as exc:
+            raise ConfigError(f"{origin}: bad 'preprocess' section: {exc}") from None
+        return cls(preprocess=preprocess, out=str(raw.get("out", "runs/run")), **parts)
+
+    def to_yaml(self, path: str | os.PathLike) -> None:
+        """Write the config atomically as YAML."""
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+        atomic_write_text(path, text)
+
+    def replace(self, **sections: Any) -> RunConfig:
+        """Return a copy with some sections or fields replaced."""
+        return dataclasses.replace(self, **sections)
+
+
+def _build(section: type, values: dict, name: str, origin: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{origin}: section '{name}' must be a mapping, got {values!r}.")
+    known = {f.name for f in dataclasses.fields(section)}
+    unknown = set(values) - known
+    if unknown:
+        raise ConfigError(
+            f"{origin}: unknown key(s) {sorted(unknown)} in section '{name}'; "
+            f"known keys: {sorted(known)}."
+        )
+    try:
+        return section(**values)
+    except TypeError as exc:
+        raise ConfigError(f"{origin}: section '{name}': {exc}") from None
+
+
+def load_config(path: str | os.PathLike) -> RunConfig:
+    """Read a run configuration from a YAML file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A ``config.yaml`` (e.g. the one written to every run folder).
+
+    Returns
+    -------
+    RunConfig
+
+    Raises
+    ------
+    ConfigError
+        If the file is missing, is not valid YAML or holds invalid values.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; check the --config path.")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    return RunConfig.from_dict(raw, origin=str(path))

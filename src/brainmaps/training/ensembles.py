@@ -1,0 +1,105 @@
+"""Apply the fold models of a run to new scans and average them (a fold ensemble)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from brainmaps.data.preprocess import preprocess_img
+from brainmaps.exceptions import ConfigError
+from brainmaps.training.checkpoints import model_from_checkpoint
+from brainmaps.training.config import load_config
+from brainmaps.training.loop import predict_volumes
+
+__all__ = ["fold_checkpoints", "predict_run"]
+
+
+def fold_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
+    """Return the ``fold-<k>/model.pt`` files of a run, in fold order.
+
+    Raises
+    ------
+    ConfigError
+        If ``run_dir`` is not a run folder or holds no finished fold.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise ConfigError(
+            f"{run_dir} is not a brainmaps run folder (no config.yaml); give the --out folder "
+            "of 'brainmaps train'."
+        )
+    paths = sorted(run_dir.glob("fold-*/model.pt"), key=lambda p: int(p.parent.name[5:]))
+    if not paths:
+        raise ConfigError(
+            f"run folder {run_dir} has no trained fold (fold-*/model.pt); finish or resume "
+            "'brainmaps train' first."
+        )
+    return paths
+
+
+def predict_run(
+    run_dir: str | os.PathLike,
+    images: Sequence[str | os.PathLike],
+    *,
+    device: str = "auto",
+    batch_size: int = 4,
+) -> pd.DataFrame:
+    """Predict new scans with the ensemble of a run's fold models.
+
+    Each image is preprocessed exactly as in the run (grid, normalisation, mask), every
+    fold model predicts it, and the fold outputs are averaged: class probabilities for
+    classification, the predicted value (and its spread over folds) for regression.
+
+    Parameters
+    ----------
+    run_dir : str or os.PathLike
+        A folder written by :func:`brainmaps.training.run.train_run`.
+    images : sequence of path-like
+        NIfTI files, in the same space as the training images.
+    device : {"auto", "cpu", "cuda"}
+        Where the models run.
+    batch_size : int
+        Volumes per forward pass.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per image: ``path``, ``p_<class>`` columns and ``predicted`` (class name),
+        or ``prediction`` and ``prediction_std`` for regression, and ``n_models``.
+    """
+    if not images:
+        raise ConfigError("no images to predict; give one or more NIfTI files.")
+    checkpoints = fold_checkpoints(run_dir)
+    prep = load_config(Path(run_dir) / "config.yaml").preprocess
+    volumes = np.stack([preprocess_img(p, prep) for p in images])
+    indices = np.arange(len(volumes))
+    outputs, meta = [], {}
+    for path in checkpoints:
+        model, meta = model_from_checkpoint(path)
+        outputs.append(
+            predict_volumes(
+                model,
+                volumes,
+                indices,
+                batch_size=batch_size,
+                device=device,
+                task=meta["task"],
+                target_stats=meta.get("target_stats"),
+            )
+        )
+    stacked = np.stack(outputs)
+    table = pd.DataFrame({"path": [str(p) for p in images]})
+    if meta["task"] == "regression":
+        table["prediction"] = stacked.mean(axis=0).ravel()
+        table["prediction_std"] = stacked.std(axis=0).ravel()
+    else:
+        mean = stacked.mean(axis=0)
+        for j, name in enumerate(meta["classes"]):
+            table[f"p_{name}"] = mean[:, j]
+        table["predicted"] = np.asarray(meta["classes"], dtype=object)[mean.argmax(axis=1)]
+    table["n_models"] = len(checkpoints)
+    return table

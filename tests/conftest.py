@@ -1,0 +1,34 @@
+"""Shared fixtures: tiny synthetic cohorts and the location of ../shared."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+# Tests run on 2 cores; one intra-op thread keeps timings stable and results reproducible.
+torch.set_num_threads(1)
+
+
+def shared_data(*parts: str) -> Path:
+    """Return a path under ../shared/data, skipping the test when it is absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared data not found at {path} (../shared is absent on this machine)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_cohort(tmp_path_factory) -> Path:
+    """A 40-subject synthetic cohort at 4 mm with a strong planted group effect."""
+    from brainmaps.data.synthetic import make_synthetic_cohort
+
+    out = tmp_path_factory.mktemp("cohort") / "synth"
+    make_synthetic_cohort(
+        out, n_subjects=40, seed=3, voxel_size=4.0, effect="intensity", effect_size=0.5, progress=False
+    )
+    return out
