@@ -4,4 +4,4 @@
 #: (22 voxels per axis), ~8 mm voxels over the MNI box.
 TINY_GRID = (22, 26, 22)
 #: Small channel counts so a training run takes seconds.
-TINY_CHANNELS = [4, 8, 16]
+TINY_CHANNELS = [8, 16, 32]

@@ -18,7 +18,8 @@ from tiny import TINY_CHANNELS, TINY_GRID
 
 
 def tiny_config(source, out, cache, **training) -> RunConfig:
-    settings = {"folds": 3, "epochs": 10, "batch_size": 4, "seed": 7, "cache_dir": str(cache)}
+    settings = {"folds": 3, "epochs": 20, "lr": 1e-3, "batch_size": 4, "seed": 7}
+    settings["cache_dir"] = str(cache)
     settings.update(training)
     return RunConfig(
         data=DataConfig(source=str(source), target="group"),

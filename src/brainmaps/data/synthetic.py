@@ -54,6 +54,7 @@ __all__ = [
     "DEFAULT_EFFECT_SIZE",
     "DEFAULT_REGIONS",
     "SynthConfig",
+    "draw_participants",
     "list_regions",
     "make_synthetic_cohort",
     "simulate_subject",
