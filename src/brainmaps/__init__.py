@@ -9,7 +9,7 @@ try:
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0+unknown"
 
-from brainmaps.exceptions import (  # noqa: E402
+from brainmaps.exceptions import (
     BrainmapsError,
     BrainmapsWarning,
     DataLeakageError,

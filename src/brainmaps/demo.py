@@ -29,16 +29,34 @@ class DemoSettings:
         Synthetic subjects (half controls, half patients).
     grid_shape : tuple of int
         Model grid over the MNI152 box (the paper's 58x70x58 is the full protocol).
+    effect : {"atrophy", "intensity"}
+        Kind of planted group effect (see :class:`brainmaps.data.synthetic.SynthConfig`).
+    effect_size : float
+        Its strength; chosen so the CNN learns it well above chance but not perfectly.
+    regions : tuple of str
+        Regions that carry the effect (see :func:`brainmaps.data.synthetic.list_regions`).
     folds, epochs, batch_size, seed : int
         Cross-validation and training settings.
+    lr : float
+        Adam learning rate (higher than the paper's 3e-4 so the short demo converges).
     n_jobs : int
         Parallel jobs for synthesis and preprocessing.
     """
 
     n_subjects: int = 120
     grid_shape: tuple[int, int, int] = (36, 44, 36)
+    effect: str = "intensity"
+    effect_size: float = 0.3
+    regions: tuple[str, ...] = (
+        "left_hippocampus",
+        "right_hippocampus",
+        "left_superior_frontal",
+        "right_superior_frontal",
+        "precuneus",
+    )
     folds: int = 5
-    epochs: int = 12
+    epochs: int = 20
+    lr: float = 1e-3
     batch_size: int = 8
     seed: int = 42
     n_jobs: int = 2
@@ -70,7 +88,14 @@ def run_demo(
     cohort_dir = out / "cohort"
     if not (cohort_dir / "participants.tsv").is_file():
         make_synthetic_cohort(
-            cohort_dir, n_subjects=s.n_subjects, seed=0, n_jobs=s.n_jobs, progress=progress
+            cohort_dir,
+            n_subjects=s.n_subjects,
+            seed=0,
+            effect=s.effect,
+            effect_size=s.effect_size,
+            regions=tuple(s.regions),
+            n_jobs=s.n_jobs,
+            progress=progress,
         )
     config = RunConfig(
         data=DataConfig(source=str(cohort_dir), target="group"),
@@ -78,6 +103,7 @@ def run_demo(
         training=TrainingConfig(
             folds=s.folds,
             epochs=s.epochs,
+            lr=s.lr,
             batch_size=s.batch_size,
             seed=s.seed,
             n_jobs=s.n_jobs,

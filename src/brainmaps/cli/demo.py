@@ -23,6 +23,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="demo", help="demo folder (default ./demo)")
     p.add_argument("--subjects", type=int, default=d.n_subjects, help="synthetic subjects")
     p.add_argument("--grid", type=parse_grid, default=d.grid_shape, help="model grid XxYxZ")
+    p.add_argument(
+        "--effect", choices=("atrophy", "intensity"), default=d.effect, help="planted group effect"
+    )
+    p.add_argument("--effect-size", type=float, default=d.effect_size, help="its strength")
     p.add_argument("--folds", type=int, default=d.folds, help="CV folds")
     p.add_argument("--epochs", type=int, default=d.epochs, help="epochs per fold")
     p.add_argument("--n-jobs", type=int, default=d.n_jobs, help="parallel jobs")
@@ -35,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
     settings = DemoSettings(
         n_subjects=args.subjects,
         grid_shape=tuple(args.grid),
+        effect=args.effect,
+        effect_size=args.effect_size,
         folds=args.folds,
         epochs=args.epochs,
         n_jobs=args.n_jobs,
