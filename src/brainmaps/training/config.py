@@ -239,7 +239,7 @@ class RunConfig:
 
     def to_yaml(self, path: str | os.PathLike) -> None:
         """Write the config atomically as YAML."""
-        text = yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False)
         atomic_write_text(path, text)
 
     def replace(self, **sections: Any) -> RunConfig:
