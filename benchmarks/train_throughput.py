@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from brainmaps.data.cache import cache_volumes
 
+from brainmaps.data.cache import cache_volumes
 from brainmaps.data.preprocess import PreprocessConfig, parse_grid, preprocess_img
 from brainmaps.data.synthetic import make_synthetic_cohort
 from brainmaps.models import create_model
