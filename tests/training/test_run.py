@@ -120,3 +120,23 @@ def test_class_smaller_than_folds_is_refused(tiny_cohort, tmp_path):
     config = tiny_config(tiny_cohort, tmp_path / "r", tmp_path / "c", folds=25)
     with pytest.raises(CohortError, match="fold"):
         train_run(config, progress=False)
+
+
+def test_user_split_is_used(tiny_cohort, tmp_path):
+    subjects = pd.read_csv(tiny_cohort / "participants.tsv", sep="\t")["participant_id"]
+    groups = pd.read_csv(tiny_cohort / "participants.tsv", sep="\t")["group"]
+    folds = pd.DataFrame({"subject": subjects, "fold": np.where(groups.index % 2 == 0, "A", "B")})
+    folds.to_csv(tmp_path / "folds.tsv", sep="\t", index=False)
+    config = tiny_config(
+        tiny_cohort,
+        tmp_path / "r",
+        tmp_path / "c",
+        folds_file=str(tmp_path / "folds.tsv"),
+        epochs=1,
+    )
+    result = train_run(config, progress=False)
+    written = pd.read_csv(tmp_path / "r" / "folds.tsv", sep="\t", dtype=str)
+    tested = written[written["role"] == "test"].set_index("subject")["fold"]
+    expected = {s.removeprefix("sub-"): str(i % 2) for i, s in enumerate(subjects)}
+    assert tested.to_dict() == expected
+    assert list(result.metrics["fold"]) == ["0", "1", "mean", "std"]

@@ -35,9 +35,9 @@ from brainmaps.training.checkpoints import save_checkpoint
 from brainmaps.training.config import RunConfig, load_config
 from brainmaps.training.cross_validation import (
     check_class_counts,
-    check_no_leakage,
     inner_split,
     make_folds,
+    read_folds,
 )
 from brainmaps.training.loop import predict_volumes, train_model
 from brainmaps.training.metrics import (
@@ -125,24 +125,18 @@ def _assign_folds(config: RunConfig, cohort: Cohort) -> np.ndarray:
 
 
 def _read_user_folds(path: Path, subjects: np.ndarray) -> np.ndarray:
-    if not path.is_file():
-        raise ConfigError(f"training.folds_file {path} does not exist; check --folds-file.")
-    table = pd.read_csv(path, sep=None, engine="python", dtype={"subject": str})
-    missing_cols = {"subject", "fold"} - set(table.columns)
-    if missing_cols:
-        raise ConfigError(
-            f"folds file {path} lacks column(s) {sorted(missing_cols)}; it needs 'subject' and "
-            f"'fold' (found {list(table.columns)})."
-        )
-    check_no_leakage(table["subject"].to_numpy(), table["fold"].to_numpy())
-    mapping = dict(zip(table["subject"], table["fold"], strict=True))
-    absent = [s for s in subjects if s not in mapping]
+    """Fold of every scan from a user split (``sub-`` prefixes are optional)."""
+    table = read_folds(path)
+    mapping = dict(zip(table["subject"].str.removeprefix("sub-"), table["fold"], strict=True))
+    absent = [s for s in subjects if s.removeprefix("sub-") not in mapping]
     if absent:
         raise ConfigError(
             f"folds file {path} has no fold for {len(absent)} subject(s) "
             f"(e.g. {', '.join(absent[:5])}); add a row for every subject of the cohort."
         )
-    codes, folds = np.unique([mapping[s] for s in subjects], return_inverse=True)
+    codes, folds = np.unique(
+        [mapping[s.removeprefix("sub-")] for s in subjects], return_inverse=True
+    )
     if len(codes) < 2:
         raise ConfigError(f"folds file {path} defines a single fold; cross-validation needs >= 2.")
     return folds.astype(int)
