@@ -33,7 +33,14 @@ from brainmaps.data.preprocess import PreprocessConfig, preprocess_img
 from brainmaps.exceptions import BrainmapsError, ConfigError, ImageError
 from brainmaps.utils import atomic_write_text, stable_hash
 
-__all__ = ["CACHE_VERSION", "CachedVolumes", "cache_folder", "cache_volumes", "file_key"]
+__all__ = [
+    "CACHE_VERSION",
+    "CachedVolumes",
+    "cache_folder",
+    "cache_volumes",
+    "file_key",
+    "resolve_cache_dir",
+]
 
 #: Bumped whenever preprocessing changes in a way that invalidates cached volumes.
 CACHE_VERSION = "brainmaps-cache-1"
@@ -130,6 +137,25 @@ class CachedVolumes:
 
     def __repr__(self) -> str:
         return f"CachedVolumes({len(self)} volumes of {self._grid_shape}, {self.path})"
+
+
+def resolve_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Return the cache root: ``cache_dir`` if given, else ``$BRAINMAPS_CACHE_DIR``, else
+    ``~/.cache/brainmaps``.
+
+    Parameters
+    ----------
+    cache_dir : str, os.PathLike or None
+        A folder chosen by the user (``~`` is expanded).
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    if cache_dir:
+        return Path(cache_dir).expanduser()
+    env = os.environ.get("BRAINMAPS_CACHE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "brainmaps"
 
 
 def file_key(path: str | os.PathLike) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from brainmaps.data.cache import resolve_cache_dir
 from brainmaps.data.preprocess import PreprocessConfig
 from brainmaps.exceptions import ConfigError
 from brainmaps.utils import atomic_write_text
@@ -167,10 +168,7 @@ class TrainingConfig:
 
     def resolved_cache_dir(self) -> Path:
         """Return the cache folder, expanding the default location."""
-        if self.cache_dir:
-            return Path(self.cache_dir).expanduser()
-        env = os.environ.get("BRAINMAPS_CACHE_DIR")
-        return Path(env).expanduser() if env else Path.home() / ".cache" / "brainmaps"
+        return resolve_cache_dir(self.cache_dir)
 
 
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "training": TrainingConfig}
