@@ -52,3 +52,18 @@ def tiny_cohort(tmp_path_factory) -> Path:
         progress=False,
     )
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_cohort, tmp_path_factory) -> Path:
+    """A finished 3-fold run folder on ``tiny_cohort`` (trained once per test session).
+
+    Treat it as read-only: write outputs elsewhere or into a copy.
+    """
+    from brainmaps.training.run import train_run
+    from tiny import tiny_config
+
+    base = tmp_path_factory.mktemp("tiny_run")
+    config = tiny_config(tiny_cohort, base / "run", base / "cache")
+    train_run(config, progress=False)
+    return base / "run"

@@ -9,25 +9,11 @@ import pandas as pd
 import pytest
 import torch
 
-from brainmaps.data.preprocess import PreprocessConfig
 from brainmaps.exceptions import CohortError, ConfigError, DataLeakageError
 from brainmaps.training.checkpoints import load_checkpoint
-from brainmaps.training.config import DataConfig, ModelConfig, RunConfig, TrainingConfig
+from brainmaps.training.config import TrainingConfig
 from brainmaps.training.run import train_run
-from tiny import TINY_CHANNELS, TINY_GRID
-
-
-def tiny_config(source, out, cache, **training) -> RunConfig:
-    settings = {"folds": 3, "epochs": 20, "lr": 1e-3, "batch_size": 4, "seed": 7}
-    settings["cache_dir"] = str(cache)
-    settings.update(training)
-    return RunConfig(
-        data=DataConfig(source=str(source), target="group"),
-        preprocess=PreprocessConfig(grid_shape=TINY_GRID),
-        model=ModelConfig(options={"channels": TINY_CHANNELS}),
-        training=TrainingConfig(**settings),
-        out=str(out),
-    )
+from tiny import TINY_GRID, tiny_config
 
 
 @pytest.fixture(scope="module")
