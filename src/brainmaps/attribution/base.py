@@ -1,0 +1,287 @@
+"""The shared flow of every attribution method, and the method registry.
+
+A method is a small class with one verb::
+
+    GradCAM(model, layer="features.block3.relu").attribute(x, target="predicted")
+
+:class:`AttributionMethod` runs the common steps (input checks, eval mode, frozen
+parameters, target selection, hook clean-up, restoring the model) and each method
+overrides :meth:`AttributionMethod._attribute` only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, ClassVar, TypeVar
+
+import torch
+from torch import nn
+
+from brainmaps.exceptions import ConfigError, ShapeError
+
+__all__ = [
+    "AttributionMethod",
+    "get_method",
+    "list_methods",
+    "register_method",
+]
+
+_METHODS: dict[str, type[AttributionMethod]] = {}
+T = TypeVar("T", bound=type)
+
+#: Accepted forms of ``target``.
+Target = int | str | Sequence[int] | torch.Tensor
+
+
+def register_method(name: str) -> Callable[[T], T]:
+    """Return a class decorator that registers an attribution method under ``name``.
+
+    Parameters
+    ----------
+    name : str
+        snake_case name, also used by the CLI (``--methods``) and the run folder
+        (``maps/<name>/``).
+    """
+
+    def decorator(cls: T) -> T:
+        if name in _METHODS and _METHODS[name] is not cls:
+            raise ValueError(f"attribution method {name!r} is already registered")
+        cls.name = name
+        _METHODS[name] = cls
+        return cls
+
+    return decorator
+
+
+def list_methods() -> list[str]:
+    """Names of the registered attribution methods, sorted."""
+    return sorted(_METHODS)
+
+
+def get_method(name: str) -> type[AttributionMethod]:
+    """Return the class registered under ``name``.
+
+    Raises
+    ------
+    ConfigError
+        If no method has that name (the known names are listed).
+    """
+    if name not in _METHODS:
+        raise ConfigError(
+            f"unknown attribution method {name!r}; choose from {', '.join(list_methods())}."
+        )
+    return _METHODS[name]
+
+
+@contextlib.contextmanager
+def frozen_eval(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode with parameters frozen; restore both on exit.
+
+    Freezing (``requires_grad=False``) avoids computing parameter gradients that
+    attribution never uses; each module's ``training`` flag and each parameter's
+    ``requires_grad`` flag are restored exactly, even after an exception.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        model.eval()
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield model
+    finally:
+        for m, mode in modes:
+            m.training = mode
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+@contextlib.contextmanager
+def hooks() -> Iterator[list]:
+    """Collect hook handles in a list; every handle is removed on exit, even on errors.
+
+    Examples
+    --------
+    >>> with hooks() as handles:  # doctest: +SKIP
+    ...     handles.append(layer.register_forward_hook(fn))
+    """
+    handles: list = []
+    try:
+        yield handles
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def find_module(model: nn.Module, name: str, parameter: str = "layer") -> nn.Module:
+    """Return the sub-module called ``name`` (as in ``model.named_modules()``).
+
+    Raises
+    ------
+    ConfigError
+        If there is no such module; the names of the model's convolution and
+        activation layers are listed.
+    """
+    modules = dict(model.named_modules())
+    if name not in modules:
+        wanted = (nn.Conv3d, nn.ReLU, nn.BatchNorm3d, nn.MaxPool3d, nn.Sequential)
+        choices = [n for n, m in model.named_modules() if n and isinstance(m, wanted)]
+        raise ConfigError(
+            f"{parameter}={name!r} is not a module of {type(model).__name__}; choose one of "
+            f"{', '.join(choices[:30])}."
+        )
+    return modules[name]
+
+
+def target_scores(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The output unit ``targets[i]`` of each sample ``i``: shape ``(N,)``."""
+    return outputs.gather(1, targets.view(-1, 1).to(outputs.device)).squeeze(1)
+
+
+class AttributionMethod:
+    """Base class of the attribution methods.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A network mapping ``(N, C, X, Y, Z)`` inputs to ``(N, K)`` outputs: class
+        logits (``K >= 2``) or one regression output (``K = 1``).
+    **options
+        Method-specific settings (see each subclass).
+
+    Notes
+    -----
+    ``attribute`` returns maps of shape ``(N, X, Y, Z)``: the input's batch and
+    spatial size, one value per voxel (methods that give one value per input channel
+    sum over channels). Raw values are returned; no normalisation is applied. The
+    model's train/eval mode and parameters are left as they were; every hook is removed
+    even if the method fails.
+    """
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, model: nn.Module, **options: Any) -> None:
+        if not isinstance(model, nn.Module):
+            raise ConfigError(
+                f"{type(self).__name__} needs a torch.nn.Module, got {type(model).__name__}."
+            )
+        if options:
+            raise ConfigError(
+                f"{type(self).__name__} got unknown option(s) {sorted(options)}; see its "
+                "docstring for the accepted ones."
+            )
+        self.model = model
+
+    # -- the public verb ---------------------------------------------------------------
+    def attribute(
+        self,
+        inputs: torch.Tensor,
+        target: Target = "predicted",
+        *,
+        labels: torch.Tensor | Sequence[int] | None = None,
+    ) -> torch.Tensor:
+        """Attribute the ``target`` output of each input to its voxels.
+
+        Parameters
+        ----------
+        inputs : torch.Tensor
+            ``(N, C, X, Y, Z)`` (or ``(N, X, Y, Z)`` for one channel), on the model's
+            device.
+        target : int, "predicted", "true", sequence of int or torch.Tensor
+            Output unit to explain: a class index for every sample, one index per
+            sample, the predicted class, or the true class (give ``labels``). Regression
+            models (one output) always explain that output.
+        labels : sequence of int or torch.Tensor, optional
+            True class per sample, for ``target="true"``.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(N, X, Y, Z)`` float maps on the input's device, detached.
+        """
+        x = self._check_inputs(inputs)
+        with frozen_eval(self.model):
+            targets = self._resolve_targets(x, target, labels)
+            maps = self._attribute(x, targets)
+        if tuple(maps.shape) != (x.shape[0], *x.shape[2:]):
+            raise ShapeError(
+                f"{type(self).__name__} produced maps of shape {tuple(maps.shape)}, expected "
+                f"{(x.shape[0], *x.shape[2:])}; this is a bug, please report it."
+            )
+        return maps.detach()
+
+    def _attribute(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Compute maps ``(N, X, Y, Z)`` for inputs ``x`` and output units ``targets``.
+
+        Called with the model in eval mode and frozen parameters; override in subclasses.
+        """
+        raise NotImplementedError
+
+    # -- shared steps --------------------------------------------------------------------
+    def _check_inputs(self, inputs: torch.Tensor) -> torch.Tensor:
+        if not isinstance(inputs, torch.Tensor):
+            raise ShapeError(
+                f"{type(self).__name__}.attribute expects a torch.Tensor, got "
+                f"{type(inputs).__name__}; convert with torch.as_tensor(volume)[None, None]."
+            )
+        if inputs.dim() == 4:
+            inputs = inputs.unsqueeze(1)
+        if inputs.dim() != 5 or inputs.shape[0] == 0:
+            raise ShapeError(
+                f"{type(self).__name__}.attribute expects inputs of shape (N, C, X, Y, Z) with "
+                f"N >= 1, got {tuple(inputs.shape)}."
+            )
+        if not inputs.is_floating_point():
+            inputs = inputs.float()
+        return inputs.detach()
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Run the model and check that it returns ``(N, K)`` outputs."""
+        out = self.model(x)
+        if out.dim() == 1:
+            out = out.unsqueeze(1)
+        if out.dim() != 2 or out.shape[0] != x.shape[0]:
+            raise ShapeError(
+                f"{type(self).__name__} needs a model returning (N, K) outputs, got "
+                f"{tuple(out.shape)} for a batch of {x.shape[0]}."
+            )
+        return out
+
+    def _resolve_targets(self, x: torch.Tensor, target: Target, labels: Any) -> torch.Tensor:
+        n = x.shape[0]
+        if isinstance(target, str) and target == "predicted":
+            with torch.no_grad():
+                out = self._forward(x)
+            if out.shape[1] == 1:
+                return torch.zeros(n, dtype=torch.long, device=x.device)
+            return out.argmax(dim=1)
+        if isinstance(target, str) and target == "true":
+            if labels is None:
+                raise ConfigError(
+                    "target='true' needs the true classes: pass labels=... (one per input)."
+                )
+            target = labels
+        if isinstance(target, str):
+            raise ConfigError(
+                f"target must be 'predicted', 'true', a class index or one index per input; "
+                f"got {target!r}."
+            )
+        t = torch.as_tensor(target, dtype=torch.long, device=x.device).reshape(-1)
+        if t.numel() == 1:
+            t = t.expand(n).clone()
+        if t.numel() != n:
+            raise ShapeError(f"target has {t.numel()} entries for {n} inputs; give one per input.")
+        n_out = self._n_outputs(x)
+        if int(t.min()) < 0 or int(t.max()) >= n_out:
+            raise ConfigError(
+                f"target {t.tolist()} is out of range: the model has {n_out} output(s), so "
+                f"class indices must be in 0..{n_out - 1}."
+            )
+        return t
+
+    def _n_outputs(self, x: torch.Tensor) -> int:
+        fc = [m for m in self.model.modules() if isinstance(m, nn.Linear)]
+        if fc:
+            return fc[-1].out_features
+        with torch.no_grad():
+            return self._forward(x[:1]).shape[1]
