@@ -12,7 +12,13 @@ method up by its registry (and CLI) name.
 
 from __future__ import annotations
 
-from brainmaps.attribution.base import AttributionMethod, get_method, list_methods, register_method
+from brainmaps.attribution.base import (
+    AttributionMethod,
+    create_method,
+    get_method,
+    list_methods,
+    register_method,
+)
 from brainmaps.attribution.cam import CAM
 from brainmaps.attribution.grad_cam import GradCAM
 from brainmaps.attribution.gradient import Gradient
@@ -28,6 +34,7 @@ __all__ = [
     "GuidedBackprop",
     "IntegratedGradients",
     "SmoothGrad",
+    "create_method",
     "get_method",
     "list_methods",
     "register_method",

@@ -12,6 +12,7 @@ overrides :meth:`AttributionMethod._attribute` only.
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar, TypeVar
 
@@ -22,6 +23,7 @@ from brainmaps.exceptions import ConfigError, ShapeError
 
 __all__ = [
     "AttributionMethod",
+    "create_method",
     "get_method",
     "list_methods",
     "register_method",
@@ -72,6 +74,38 @@ def get_method(name: str) -> type[AttributionMethod]:
             f"unknown attribution method {name!r}; choose from {', '.join(list_methods())}."
         )
     return _METHODS[name]
+
+
+def method_options(name: str) -> list[str]:
+    """The keyword options accepted by the method registered under ``name``."""
+    params = inspect.signature(get_method(name).__init__).parameters
+    return [p for p in params if p not in ("self", "model")]
+
+
+def create_method(name: str, model: nn.Module, **options: Any) -> AttributionMethod:
+    """Build the method registered under ``name`` for ``model``.
+
+    Parameters
+    ----------
+    name : str
+        Registry name (see :func:`list_methods`).
+    model : torch.nn.Module
+    **options
+        The method's options.
+
+    Raises
+    ------
+    ConfigError
+        If the name is unknown or an option is not accepted (the accepted ones are
+        listed).
+    """
+    accepted = method_options(name)
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ConfigError(
+            f"{name} got unknown option(s) {unknown}; it accepts {', '.join(accepted) or 'none'}."
+        )
+    return get_method(name)(model, **options)
 
 
 @contextlib.contextmanager
