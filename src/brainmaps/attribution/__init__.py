@@ -24,10 +24,12 @@ from brainmaps.attribution.grad_cam import GradCAM
 from brainmaps.attribution.gradient import Gradient
 from brainmaps.attribution.guided_backprop import GuidedBackprop
 from brainmaps.attribution.integrated_gradients import IntegratedGradients
+from brainmaps.attribution.lrp import LRP
 from brainmaps.attribution.smoothgrad import SmoothGrad
 
 __all__ = [
     "CAM",
+    "LRP",
     "AttributionMethod",
     "GradCAM",
     "Gradient",

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import GridSearchCV
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from brainmaps.exceptions import CohortError, ConfigError, DataLeakageError, ShapeError
@@ -83,7 +84,9 @@ class BaselineResult:
 def _index_array(values, n: int, what: str) -> np.ndarray:
     arr = np.asarray(values)
     if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
-        raise ConfigError(f"{what} must be a 1-D array of row indices, got {arr.dtype} {arr.shape}.")
+        raise ConfigError(
+            f"{what} must be a 1-D array of row indices, got {arr.dtype} of shape {arr.shape}."
+        )
     arr = arr.astype(np.int64)
     if arr.size and (arr.min() < 0 or arr.max() >= n):
         raise ConfigError(f"{what} holds indices outside 0..{n - 1}; folds do not fit the data.")
@@ -261,17 +264,33 @@ def _fit_fold(search: _Search, x_train, y_train, groups_train):
         refit=True,
         error_score="raise",
     )
-    with warnings.catch_warnings():
+    # The many small fits are much slower with multi-threaded BLAS (threads contend on a
+    # busy machine); parallelism comes from n_jobs instead.
+    with warnings.catch_warnings(), threadpool_limits(limits=1):
         warnings.filterwarnings("ignore", message=".*y_pred contains classes not in y_true")
         gs.fit(x_train, y_train)
     return gs
 
 
 def _predict(gs, x_test, task: str, n_classes: int) -> np.ndarray:
+    """Predictions, or class probabilities in the columns of the classes seen in training.
+
+    Estimators without ``predict_proba`` (SVMs) give the logistic (binary) or softmax
+    (multiclass) of their decision function: a monotone score whose argmax is the
+    predicted class, not a calibrated probability.
+    """
     if task == "regression":
         return np.asarray(gs.predict(x_test), dtype=float)
+    if hasattr(gs, "predict_proba"):
+        fitted = gs.predict_proba(x_test)
+    else:
+        scores = np.asarray(gs.decision_function(x_test), dtype=float)
+        if scores.ndim == 1:
+            scores = np.column_stack([-scores, scores]) / 2.0
+        scores = np.exp(scores - scores.max(axis=1, keepdims=True))
+        fitted = scores / scores.sum(axis=1, keepdims=True)
     proba = np.zeros((len(x_test), n_classes))
-    proba[:, np.asarray(gs.best_estimator_.classes_, dtype=int)] = gs.predict_proba(x_test)
+    proba[:, np.asarray(gs.best_estimator_.classes_, dtype=int)] = fitted
     return proba
 
 

@@ -8,12 +8,12 @@ import warnings
 from collections.abc import Sequence
 
 from brainmaps import __version__
-from brainmaps.cli import demo, predict, synth, train
+from brainmaps.cli import baseline, demo, explain, morphometry, predict, synth, train
 from brainmaps.exceptions import BrainmapsError, BrainmapsWarning
 
 __all__ = ["build_parser", "main"]
 
-_COMMANDS = (synth, train, predict, demo)
+_COMMANDS = (synth, train, predict, explain, baseline, morphometry, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,284 @@
+"""Explain every subject of a run with the fold model that did not train on it."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from brainmaps.attribution.base import create_method, get_method, method_options
+from brainmaps.data.io import load_img, save_img
+from brainmaps.data.run_folder import RunFolder, open_run
+from brainmaps.exceptions import ConfigError
+from brainmaps.training.checkpoints import model_from_checkpoint
+from brainmaps.training.loop import resolve_device
+from brainmaps.utils import atomic_path
+
+__all__ = ["class_means", "explain_run", "map_filename"]
+
+_MANIFEST = "maps.tsv"
+
+
+def map_filename(subject: str, session: str = "") -> str:
+    """``sub-<id>[_ses-<session>].nii.gz``: the file of one subject's map."""
+    return f"sub-{subject}" + (f"_ses-{session}" if session else "") + ".nii.gz"
+
+
+def _resolve_targets(run: RunFolder, target: str | int, idx: np.ndarray) -> Any:
+    """Turn the user's ``target`` into what :meth:`AttributionMethod.attribute` takes."""
+    if run.task == "regression" or target == "predicted":
+        return "predicted"
+    if target == "true":
+        return torch.as_tensor(run.labels[idx], dtype=torch.long)
+    if isinstance(target, str) and target in run.classes:
+        return run.classes.index(target)
+    if isinstance(target, int | np.integer) and 0 <= int(target) < len(run.classes):
+        return int(target)
+    raise ConfigError(
+        f"target must be 'predicted', 'true' or a class of the run "
+        f"({', '.join(run.classes)}), got {target!r}."
+    )
+
+
+def _method_kwargs(methods: Sequence[str], layer: str | None, options: dict | None) -> dict:
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(methods))
+    if unknown:
+        raise ConfigError(
+            f"options given for {unknown}, which are not among the methods {list(methods)}."
+        )
+    kwargs = {}
+    for name in methods:
+        get_method(name)  # unknown names fail here, before any work
+        opts = dict(options.get(name, {}))
+        if layer is not None and "layer" in method_options(name):
+            opts.setdefault("layer", layer)
+        kwargs[name] = opts
+    return kwargs
+
+
+def _target_names(run: RunFolder, model_targets: torch.Tensor | None, n: int) -> list[str]:
+    if run.task == "regression" or model_targets is None:
+        return ["output"] * n
+    return [run.classes[int(t)] for t in model_targets]
+
+
+def _explained_units(run, model, x, targets) -> torch.Tensor | None:
+    """The class index each map explains (for the manifest)."""
+    if run.task == "regression":
+        return None
+    if isinstance(targets, str):
+        with torch.no_grad():
+            return model(x).argmax(dim=1).cpu()
+    t = torch.as_tensor(targets).reshape(-1)
+    return t.expand(x.shape[0]) if t.numel() == 1 else t
+
+
+def _write_manifest(folder: Path, rows: list[dict]) -> None:
+    table = pd.DataFrame(rows).sort_values(["fold", "subject", "session"], kind="stable")
+    with atomic_path(folder / _MANIFEST) as tmp:
+        table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+
+
+def _read_manifest(folder: Path) -> dict[str, dict]:
+    path = folder / _MANIFEST
+    if not path.is_file():
+        return {}
+    table = pd.read_csv(path, sep="\t", dtype={"subject": str, "session": str})
+    table["session"] = table["session"].fillna("")
+    return {
+        row["file"]: row for row in table.to_dict("records") if (folder / row["file"]).is_file()
+    }
+
+
+def _native(img: nib.Nifti1Image, source: str) -> nib.Nifti1Image:
+    from nilearn.image import resample_to_img
+
+    reference = load_img(source)
+    return resample_to_img(
+        img, reference, interpolation="linear", force_resample=True, copy_header=True
+    )
+
+
+def explain_run(
+    run_dir: str | os.PathLike,
+    methods: Sequence[str] = ("grad_cam", "guided_backprop"),
+    *,
+    target: str | int = "predicted",
+    layer: str | None = None,
+    options: dict[str, dict] | None = None,
+    batch_size: int = 4,
+    device: str = "auto",
+    native_space: bool = False,
+    progress: bool = True,
+) -> dict[str, pd.DataFrame]:
+    """Compute out-of-fold attribution maps for every subject of a run.
+
+    Each subject is explained by the model of the fold in which it was a test subject,
+    so no map comes from a model that saw the subject in training. Maps are written as
+    ``<run>/maps/<method>/sub-<id>.nii.gz`` on the model grid (its affine places them on
+    the MNI template in any viewer) with raw values; ``mean_<class>.nii.gz`` (mean map
+    of the subjects of each true class), ``mean_conjoined.nii.gz`` (the sum of the class
+    means) or ``mean_all.nii.gz`` for regression, and ``maps.tsv`` (one row per map:
+    subject, fold, true label, explained class, prediction, seconds) are added. A
+    subject whose map exists is skipped, so an interrupted call resumes.
+
+    Parameters
+    ----------
+    run_dir : str or os.PathLike
+        A run folder written by ``brainmaps train``.
+    methods : sequence of str
+        Registry names (:func:`brainmaps.attribution.list_methods`).
+    target : "predicted", "true", class name or class index
+        Which output to explain for every subject.
+    layer : str, optional
+        Layer for the methods that take one (Grad-CAM, CAM).
+    options : dict, optional
+        Extra options per method, e.g. ``{"occlusion": {"window_mm": 12}}``.
+    batch_size : int
+        Subjects per call of a method.
+    device : {"auto", "cpu", "cuda"}
+    native_space : bool
+        Also write each map resampled onto the subject's source image
+        (``maps/<method>/native/``).
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    dict of str to pandas.DataFrame
+        The ``maps.tsv`` table of each method.
+    """
+    run = open_run(run_dir)
+    methods = list(dict.fromkeys(methods))
+    if not methods:
+        raise ConfigError("no attribution method given; choose from list_methods().")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    kwargs = _method_kwargs(methods, layer, options)
+    _resolve_targets(run, target, np.arange(1))  # a bad target fails before any work
+    checkpoints = {int(p.parent.name[5:]): p for p in run.checkpoints()}
+    missing = [k for k in range(run.n_folds) if k not in checkpoints]
+    if missing:
+        raise ConfigError(
+            f"run {run.path} has no model for fold(s) {missing}; finish 'brainmaps train' "
+            "(it resumes) before explaining."
+        )
+    dev = resolve_device(device)
+    folders = {m: run.path / "maps" / m for m in methods}
+    done = {m: _read_manifest(folders[m]) for m in methods}
+    volumes = run.volumes(progress=progress)
+    todo = _todo(run, methods, done)
+    bar = tqdm(total=sum(len(v) for v in todo.values()), desc="explain", disable=not progress)
+    for k in range(run.n_folds):
+        if not todo[k]:
+            continue
+        model, _ = model_from_checkpoint(checkpoints[k])
+        model.to(dev)
+        for start in range(0, len(todo[k]), batch_size):
+            batch = todo[k][start : start + batch_size]
+            _explain_batch(run, model, volumes, batch, kwargs, target, folders, done, dev, k)
+            if native_space:
+                _write_native(run, batch, folders, methods)
+            bar.update(len(batch))
+    bar.close()
+    return {m: _finish(run, folders[m], done[m]) for m in methods}
+
+
+def _todo(run: RunFolder, methods: list[str], done: dict) -> dict[int, list[int]]:
+    todo: dict[int, list[int]] = {}
+    for k in range(run.n_folds):
+        rows = run.indices(k, "test")
+        todo[k] = [int(i) for i in rows if any(_file(run, i) not in done[m] for m in methods)]
+    return todo
+
+
+def _file(run: RunFolder, i: int) -> str:
+    row = run.table.iloc[i]
+    return map_filename(str(row["subject"]), str(row["session"]))
+
+
+def _explain_batch(run, model, volumes, batch, kwargs, target, folders, done, dev, fold):
+    x = torch.from_numpy(np.stack([volumes[i] for i in batch]))[:, None].to(dev)
+    targets = _resolve_targets(run, target, np.asarray(batch))
+    if isinstance(targets, torch.Tensor):
+        targets = targets.to(dev)
+    units = _explained_units(run, model, x, targets)
+    names = _target_names(run, units, len(batch))
+    for method, opts in kwargs.items():
+        pending = [j for j, i in enumerate(batch) if _file(run, i) not in done[method]]
+        if not pending:
+            continue
+        sub_t = (
+            targets
+            if not isinstance(targets, torch.Tensor) or targets.dim() == 0
+            else targets[pending]
+        )
+        start = time.perf_counter()
+        maps = create_method(method, model, **opts).attribute(x[pending], target=sub_t)
+        seconds = (time.perf_counter() - start) / len(pending)
+        maps = maps.float().cpu().numpy()
+        for j, m in zip(pending, maps, strict=True):
+            i = batch[j]
+            row = run.table.iloc[i]
+            name = _file(run, i)
+            save_img(run.grid.to_img(m), folders[method] / name)
+            done[method][name] = {
+                "subject": str(row["subject"]),
+                "session": str(row["session"]),
+                "fold": fold,
+                "label": row["label"],
+                "explained": names[j],
+                "seconds": seconds,
+                "file": name,
+            }
+        _write_manifest(folders[method], list(done[method].values()))
+
+
+def _write_native(run: RunFolder, batch: list[int], folders: dict, methods: list[str]) -> None:
+    for i in batch:
+        name = _file(run, i)
+        source = str(run.table.iloc[i]["path"])
+        for m in methods:
+            out = folders[m] / "native" / name
+            if not out.is_file():
+                save_img(_native(nib.load(folders[m] / name), source), out)
+
+
+def class_means(run: RunFolder, folder: Path, manifest: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Mean map per true class (``mean_<class>``), their sum (``mean_conjoined``), or
+    ``mean_all`` for regression, from the maps listed in ``manifest``."""
+    groups = (
+        {"all": manifest}
+        if run.task == "regression"
+        else dict((str(c), manifest[manifest["label"].astype(str) == str(c)]) for c in run.classes)
+    )
+    means = {}
+    for name, part in groups.items():
+        if len(part):
+            total = sum(
+                np.asarray(nib.load(folder / f).dataobj, dtype=np.float64) for f in part["file"]
+            )
+            means[f"mean_{name}"] = (total / len(part)).astype(np.float32)
+    if run.task == "classification" and len(means) == len(run.classes):
+        means["mean_conjoined"] = sum(means.values()).astype(np.float32)
+    return means
+
+
+def _finish(run: RunFolder, folder: Path, done: dict) -> pd.DataFrame:
+    manifest = pd.DataFrame(list(done.values()))
+    if manifest.empty:
+        return manifest
+    for name, data in class_means(run, folder, manifest).items():
+        save_img(run.grid.to_img(data), folder / f"{name}.nii.gz")
+    return manifest.sort_values(["fold", "subject", "session"], kind="stable").reset_index(
+        drop=True
+    )

@@ -1,0 +1,106 @@
+"""``brainmaps explain RUN``: out-of-fold attribution maps for every subject of a run."""
+
+from __future__ import annotations
+
+import argparse
+
+import yaml
+
+from brainmaps.attribution import list_methods
+from brainmaps.attribution.cohort import explain_run
+from brainmaps.exceptions import ConfigError
+
+DEFAULT_METHODS = "grad_cam,guided_backprop"
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register the sub-command."""
+    p = sub.add_parser(
+        "explain",
+        help="attribution maps for every subject, each from its out-of-fold model",
+        description="Compute attribution maps for every subject of a run with the fold "
+        "model that did not train on it. Writes RUN/maps/<method>/sub-<id>.nii.gz, the "
+        "class-mean maps mean_<class>.nii.gz, mean_conjoined.nii.gz and maps.tsv. "
+        "Subjects already done are skipped. Methods: " + ", ".join(list_methods()) + ".",
+    )
+    p.add_argument("run_dir", help="run folder written by 'brainmaps train'")
+    p.add_argument(
+        "--methods",
+        default=DEFAULT_METHODS,
+        help=f"comma-separated method names, or 'all' (default: {DEFAULT_METHODS})",
+    )
+    p.add_argument(
+        "--target",
+        default="predicted",
+        help="output to explain: predicted (default), true, or a class name",
+    )
+    p.add_argument("--layer", help="layer for grad_cam / cam (default: the last conv block)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="METHOD.OPTION=VALUE",
+        help="a method option, e.g. --set occlusion.window_mm=12 (repeatable)",
+    )
+    p.add_argument("--batch-size", type=int, default=4, help="subjects per method call")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument(
+        "--native-space",
+        action="store_true",
+        help="also write each map resampled onto the subject's source image",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=run)
+
+
+def parse_methods(text: str) -> list[str]:
+    """Split ``--methods``; ``all`` means every registered method."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if names == ["all"]:
+        return list_methods()
+    if not names:
+        raise ConfigError(f"--methods is empty; choose from {', '.join(list_methods())}.")
+    return names
+
+
+def parse_options(items: list[str]) -> dict[str, dict]:
+    """Turn ``--set method.option=value`` items into ``{method: {option: value}}``."""
+    options: dict[str, dict] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        method, dot, option = key.partition(".")
+        if not sep or not dot or not method or not option:
+            raise ConfigError(
+                f"--set {item!r} is not METHOD.OPTION=VALUE (e.g. occlusion.window_mm=12)."
+            )
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            parsed = value
+        if isinstance(parsed, list):
+            parsed = tuple(parsed)
+        options.setdefault(method.strip(), {})[option.strip()] = parsed
+    return options
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute ``brainmaps explain``."""
+    methods = parse_methods(args.methods)
+    target = args.target
+    if isinstance(target, str) and target.isdigit():
+        target = int(target)
+    tables = explain_run(
+        args.run_dir,
+        methods,
+        target=target,
+        layer=args.layer,
+        options=parse_options(args.set),
+        batch_size=args.batch_size,
+        device=args.device,
+        native_space=args.native_space,
+        progress=not args.quiet,
+    )
+    for name, table in tables.items():
+        seconds = table["seconds"].mean() if len(table) else float("nan")
+        print(f"{name}: {len(table)} maps in {args.run_dir}/maps/{name} ({seconds:.2f} s/subject)")
+    return 0
