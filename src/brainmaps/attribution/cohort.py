@@ -59,7 +59,13 @@ def _method_kwargs(methods: Sequence[str], layer: str | None, options: dict | No
     for name in methods:
         get_method(name)  # unknown names fail here, before any work
         opts = dict(options.get(name, {}))
-        if layer is not None and "layer" in method_options(name):
+        accepted = method_options(name)
+        unknown_opts = sorted(set(opts) - set(accepted))
+        if unknown_opts:
+            raise ConfigError(
+                f"{name} got unknown option(s) {unknown_opts}; it accepts {', '.join(accepted)}."
+            )
+        if layer is not None and "layer" in accepted:
             opts.setdefault("layer", layer)
         kwargs[name] = opts
     return kwargs
