@@ -25,6 +25,7 @@ from brainmaps.attribution.gradient import Gradient
 from brainmaps.attribution.guided_backprop import GuidedBackprop
 from brainmaps.attribution.integrated_gradients import IntegratedGradients
 from brainmaps.attribution.lrp import LRP
+from brainmaps.attribution.occlusion import Occlusion, occlusion_accuracy_map
 from brainmaps.attribution.smoothgrad import SmoothGrad
 
 __all__ = [
@@ -35,9 +36,11 @@ __all__ = [
     "Gradient",
     "GuidedBackprop",
     "IntegratedGradients",
+    "Occlusion",
     "SmoothGrad",
     "create_method",
     "get_method",
     "list_methods",
+    "occlusion_accuracy_map",
     "register_method",
 ]
