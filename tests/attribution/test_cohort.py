@@ -167,11 +167,16 @@ def test_cli_explain_with_options_and_native_space(explained, capsys):
             "--target",
             "true",
             "--native-space",
+            "--occlusion-cohort",
             "--quiet",
         ]
     )
     assert code == 0
-    assert "gradient: 40 maps" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "gradient: 40 maps" in printed and "cohort occlusion map" in printed
+    drop = nib.load(run_dir / "maps" / "occlusion" / "cohort_accuracy_drop.nii.gz")
+    assert drop.shape == open_run(run_dir).grid.shape
+    assert np.isfinite(drop.get_fdata()).all() and np.abs(drop.get_fdata()).max() <= 1
     run = open_run(run_dir)
     source = nib.load(run.table["path"].iloc[0])
     native = nib.load(run_dir / "maps" / "gradient" / "native" / "sub-0001.nii.gz")

@@ -7,7 +7,7 @@ import argparse
 import yaml
 
 from brainmaps.attribution import list_methods
-from brainmaps.attribution.cohort import explain_run
+from brainmaps.attribution.cohort import explain_run, occlusion_cohort_map
 from brainmaps.exceptions import ConfigError
 
 DEFAULT_METHODS = "grad_cam,guided_backprop"
@@ -48,6 +48,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--native-space",
         action="store_true",
         help="also write each map resampled onto the subject's source image",
+    )
+    p.add_argument(
+        "--occlusion-cohort",
+        action="store_true",
+        help="also write maps/occlusion/cohort_accuracy_drop.nii.gz: the drop in test "
+        "accuracy per occluded cube (BrainImageNet); uses --set occlusion.window_mm/"
+        "stride_mm/fill",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
@@ -100,6 +107,13 @@ def run(args: argparse.Namespace) -> int:
         native_space=args.native_space,
         progress=not args.quiet,
     )
+    if args.occlusion_cohort:
+        occ = {k: v for k, v in parse_options(args.set).get("occlusion", {}).items()}
+        keep = {k: occ[k] for k in ("window_mm", "stride_mm", "fill") if k in occ}
+        path = occlusion_cohort_map(
+            args.run_dir, device=args.device, progress=not args.quiet, **keep
+        )
+        print(f"cohort occlusion map: {path}")
     for name, table in tables.items():
         seconds = table["seconds"].mean() if len(table) else float("nan")
         print(f"{name}: {len(table)} maps in {args.run_dir}/maps/{name} ({seconds:.2f} s/subject)")

@@ -7,8 +7,8 @@ True
 
 from __future__ import annotations
 
-from brainmaps.models.registry import create_model, get_model_class, list_models, register_model
 from brainmaps.models.gap_cnn import GapCNN
+from brainmaps.models.registry import create_model, get_model_class, list_models, register_model
 from brainmaps.models.xin2019 import Xin2019
 
 __all__ = ["GapCNN", "Xin2019", "create_model", "get_model_class", "list_models", "register_model"]
