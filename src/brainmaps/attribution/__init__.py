@@ -25,6 +25,7 @@ from brainmaps.attribution.gradient import Gradient
 from brainmaps.attribution.guided_backprop import GuidedBackprop
 from brainmaps.attribution.integrated_gradients import IntegratedGradients
 from brainmaps.attribution.lrp import LRP
+from brainmaps.attribution.meaningful_perturbation import MeaningfulPerturbation
 from brainmaps.attribution.occlusion import Occlusion, occlusion_accuracy_map
 from brainmaps.attribution.smoothgrad import SmoothGrad
 
@@ -36,6 +37,7 @@ __all__ = [
     "Gradient",
     "GuidedBackprop",
     "IntegratedGradients",
+    "MeaningfulPerturbation",
     "Occlusion",
     "SmoothGrad",
     "create_method",

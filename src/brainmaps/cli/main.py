@@ -8,12 +8,21 @@ import warnings
 from collections.abc import Sequence
 
 from brainmaps import __version__
-from brainmaps.cli import baseline, demo, explain, morphometry, predict, synth, train
+from brainmaps.cli import (
+    baseline,
+    demo,
+    explain,
+    morphometry,
+    predict,
+    preprocess,
+    synth,
+    train,
+)
 from brainmaps.exceptions import BrainmapsError, BrainmapsWarning
 
 __all__ = ["build_parser", "main"]
 
-_COMMANDS = (synth, train, predict, explain, baseline, morphometry, demo)
+_COMMANDS = (synth, preprocess, train, predict, explain, baseline, morphometry, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
