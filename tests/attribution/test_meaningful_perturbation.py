@@ -1,0 +1,202 @@
+"""Meaningful Perturbations: the deletion operator, known answers, and the fast solver
+against the faithful sequential reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import roc_auc_score
+from torch import nn
+
+from brainmaps.attribution._filters import apply_separable, gaussian_blur3d
+from brainmaps.attribution.base import get_method
+from brainmaps.attribution.meaningful_perturbation import (
+    MeaningfulPerturbation,
+    _SequentialReference,
+    blur_perturbation,
+    mask_matrices,
+)
+from brainmaps.exceptions import ConfigError
+from brainmaps.models import create_model
+
+GRID = (22, 24, 22)
+CUBE = (slice(4, 10), slice(12, 18), slice(8, 14))  # the only region the toy model reads
+
+
+class CubeReader(nn.Module):
+    """A fixed network whose output depends only on the mean intensity of ``CUBE``.
+
+    Two classes: ``logit_1 - logit_0 = gain (mean - 0.75)``, so the class-1 probability is
+    0.92 on the bright cube and about 0.1 once the cube is blurred; with
+    ``n_outputs=1`` the output is ``gain * mean`` (a regression model).
+    """
+
+    def __init__(self, n_outputs: int = 2, gain: float = 8.0) -> None:
+        super().__init__()
+        weight = torch.zeros(1, 1, *GRID)
+        weight[(0, 0, *CUBE)] = 1.0
+        self.register_buffer("weight", weight / weight.sum())
+        self.fc = nn.Linear(1, n_outputs)
+        with torch.no_grad():
+            if n_outputs == 2:
+                self.fc.weight.copy_(torch.tensor([[-gain / 2], [gain / 2]]))
+                self.fc.bias.copy_(torch.tensor([0.375 * gain, -0.375 * gain]))
+            else:
+                self.fc.weight.fill_(gain)
+                self.fc.bias.zero_()
+
+    def forward(self, x):
+        return self.fc((x * self.weight).sum(dim=(1, 2, 3, 4)).unsqueeze(1))
+
+
+def _bright_cubes(n: int = 1) -> torch.Tensor:
+    """Volumes with a bright block over ``CUBE`` (plus one elsewhere) on a dark background."""
+    gen = torch.Generator().manual_seed(4)
+    x = 0.1 * torch.rand((n, 1, *GRID), generator=gen)
+    x[(slice(None), 0, *CUBE)] += 1.0
+    x[:, 0, 12:18, 2:8, 4:10] += 1.0  # a decoy the model ignores
+    return x
+
+
+def _cube_mask() -> np.ndarray:
+    mask = np.zeros(GRID, dtype=bool)
+    mask[CUBE] = True
+    return mask
+
+
+#: Small, fast settings for the toy problems (sigmas in voxels of GRID).
+TOY = {
+    "sigma_blur": 3.0,
+    "sigma_mask": 1.0,
+    "mask_scale": 2,
+    "jitter": 1,
+    "n_draws": 3,
+    "l1_coeff": 0.5,
+    "tv_coeff": 0.1,
+    "max_iter": 60,
+}
+
+
+def test_registered_under_its_cli_name():
+    assert get_method("meaningful_perturbation") is MeaningfulPerturbation
+
+
+def test_deletion_operator_keeps_x_at_one_and_blurs_at_zero():
+    x = torch.rand(2, 1, 8, 9, 10)
+    blurred = gaussian_blur3d(x, 2.0)
+    torch.testing.assert_close(blur_perturbation(x, torch.ones(2, 1, 8, 9, 10), blurred), x)
+    torch.testing.assert_close(blur_perturbation(x, torch.zeros(1, 1, 8, 9, 10), blurred), blurred)
+    half = blur_perturbation(x, torch.full((1,), 0.5), blurred)
+    torch.testing.assert_close(half, (x + blurred) / 2)
+
+
+def test_mask_matrices_equal_trilinear_upsampling_then_gaussian_smoothing():
+    m = torch.rand(2, 1, 6, 7, 5, dtype=torch.float64)
+    shape = (22, 26, 19)
+    mats = mask_matrices(m.shape[2:], shape, 2.5, dtype=torch.float64)
+    expected = F.interpolate(m, size=shape, mode="trilinear", align_corners=False)
+    expected = gaussian_blur3d(expected, 2.5)
+    torch.testing.assert_close(apply_separable(m, mats), expected)
+
+
+@pytest.mark.parametrize("n_outputs", [2, 1])
+def test_deleted_region_is_the_cube_the_model_reads(n_outputs):
+    model, x = CubeReader(n_outputs), _bright_cubes()
+    maps = MeaningfulPerturbation(model, **TOY).attribute(x, target=1 if n_outputs == 2 else 0)
+    saliency, cube = maps[0].numpy(), _cube_mask()
+    assert roc_auc_score(cube.ravel(), saliency.ravel()) > 0.97
+    assert cube[np.unravel_index(saliency.argmax(), GRID)]
+    assert saliency[cube].mean() > 0.5  # most of the cube is deleted ...
+    assert saliency[12:18, 2:8, 4:10].max() < 0.05  # ... and none of the decoy
+
+
+def test_stops_before_max_iter_once_the_map_has_converged():
+    model, x = CubeReader(), _bright_cubes()
+    method = MeaningfulPerturbation(model, **(TOY | {"jitter": 0, "max_iter": 300}))
+    maps = method.attribute(x, target=1)
+    assert 5 <= int(method.n_iter_[0]) < 100
+    assert method.history_.shape == (int(method.n_iter_[0]) + 1, 1)  # + the final check
+    # the objective went down from "nothing deleted" (the class probability)
+    assert method.history_[-1, 0] < 0.5 * method.history_[0, 0]
+    # running on to max_iter does not change the map much more than tol per step
+    longer = MeaningfulPerturbation(model, **(TOY | {"jitter": 0, "tol": 0.0, "max_iter": 150}))
+    assert (longer.attribute(x, target=1) - maps).abs().max() < 0.1
+
+
+def _pair(model, x, target, **options):
+    fast = MeaningfulPerturbation(model, **options)
+    ref = _SequentialReference(model, **options)
+    return fast, fast.attribute(x, target=target), ref, ref.attribute(x, target=target)
+
+
+def test_fast_objective_equals_the_sequential_reference_for_the_same_draws():
+    x = _bright_cubes(2)
+    options = TOY | {"max_iter": 1, "jitter": 2, "n_draws": 4}
+    fast, fast_maps, ref, ref_maps = _pair(CubeReader(), x, 1, **options)
+    torch.testing.assert_close(fast.history_, ref.history_)  # same objective value ...
+    torch.testing.assert_close(fast_maps, ref_maps)  # ... and same gradient: same step
+    assert fast_maps.abs().max() > 0.1  # the step did change the mask
+    # several iterations, a real network with BatchNorm, one volume per pass
+    torch.manual_seed(0)
+    net = create_model("xin2019", input_shape=GRID, channels=[2, 4, 4]).eval()
+    options = {"max_iter": 3, "tol": 0.0, "n_draws": 3, "jitter": 2, "max_batch": 1}
+    fast, fast_maps, ref, ref_maps = _pair(net, torch.randn(2, 1, *GRID), 0, **options)
+    torch.testing.assert_close(fast.history_, ref.history_)
+    torch.testing.assert_close(fast_maps, ref_maps, rtol=1e-4, atol=1e-5)
+    assert fast.history_.shape == ref.history_.shape == (3, 2)
+
+
+def test_chunking_and_batching_do_not_change_the_maps():
+    model, x = CubeReader(), _bright_cubes(2)
+    x[1] = x[1].flip(-1)  # two different subjects
+    options = TOY | {"max_iter": 15}
+    together = MeaningfulPerturbation(model, **options).attribute(x, target=1)
+    chunked = MeaningfulPerturbation(model, max_batch=2, **options).attribute(x, target=1)
+    alone = MeaningfulPerturbation(model, **options).attribute(x[1:], target=1)
+    torch.testing.assert_close(chunked, together)
+    torch.testing.assert_close(alone, together[1:])
+
+
+def test_deterministic_for_a_seed():
+    model, x = CubeReader(), _bright_cubes()
+    options = TOY | {"max_iter": 10, "tol": 0.0, "jitter": 2}
+    first = MeaningfulPerturbation(model, seed=3, **options)
+    again = MeaningfulPerturbation(model, seed=3, **options)
+    other = MeaningfulPerturbation(model, seed=4, **options)
+    torch.testing.assert_close(first.attribute(x, 1), again.attribute(x, 1), rtol=0, atol=0)
+    other.attribute(x, 1)
+    assert not torch.allclose(first.history_, other.history_)
+
+
+def test_model_and_grad_mode_are_untouched():
+    model, x = CubeReader(), _bright_cubes()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():  # callers may run inside no_grad; the method still optimises
+        maps = MeaningfulPerturbation(model, **(TOY | {"max_iter": 5})).attribute(x, 1)
+    assert maps.abs().max() > 0.1
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0)
+    assert all(p.grad is None and p.requires_grad for p in model.parameters())
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("mask_scale", 0),
+        ("jitter", -1),
+        ("n_draws", 2.5),
+        ("lr", 0.0),
+        ("sigma_blur", -1.0),
+        ("tv_beta", 0.5),
+        ("betas", (0.9, 1.0)),
+        ("betas", "fast"),
+        ("max_batch", 0),
+        ("tol", float("nan")),
+        ("patience", 0),
+    ],
+)
+def test_invalid_options_are_named(option, value):
+    with pytest.raises(ConfigError, match=f"option {option.split('[')[0]}"):
+        MeaningfulPerturbation(CubeReader(), **{option: value})
