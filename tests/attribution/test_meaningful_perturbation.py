@@ -200,3 +200,9 @@ def test_model_and_grad_mode_are_untouched():
 def test_invalid_options_are_named(option, value):
     with pytest.raises(ConfigError, match=f"option {option.split('[')[0]}"):
         MeaningfulPerturbation(CubeReader(), **{option: value})
+
+
+def test_numpy_scalars_from_configs_are_accepted():
+    method = MeaningfulPerturbation(CubeReader(), jitter=np.int64(2), lr=np.float32(0.1))
+    assert method.jitter == 2 and isinstance(method.jitter, int)
+    assert method.lr == pytest.approx(0.1)

@@ -21,7 +21,7 @@ from brainmaps.exceptions import ConfigError
 
 METHODS = ["grad_cam", "guided_backprop", "gradient"]
 #: Methods whose class-mean maps must localise the planted effect.
-LOCALISING = ["grad_cam", "gradient"]
+LOCALISING = ["grad_cam", "gradient", "meaningful_perturbation"]
 
 
 @pytest.fixture(scope="module")
