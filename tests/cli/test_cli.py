@@ -108,3 +108,6 @@ def test_demo_command_small(tmp_path, capsys):
     assert main([*args, "--folds", "2", "--epochs", "1", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "mean" in out and "run folder" in out
+    assert "attribution maps: " in out
+    for method in ("grad_cam", "meaningful_perturbation", "occlusion", "lrp"):
+        assert (tmp_path / "d" / "run" / "maps" / method / "mean_conjoined.nii.gz").is_file()
