@@ -34,8 +34,8 @@ DEMO_METHODS = (
 #: Meaningful Perturbations scaled to the demo's 5 mm grid: the paper's 10-voxel mask
 #: smoothing (50 mm here) blurs the mask far beyond the planted regions.
 DEMO_OPTIONS = {
-    "smoothgrad": {"n_samples": 10},
-    "integrated_gradients": {"n_steps": 16},
+    "smoothgrad": {"n_samples": 5},
+    "integrated_gradients": {"n_steps": 8},
     "occlusion": {"window_mm": 18.0, "stride_mm": 18.0},
     "meaningful_perturbation": {
         "sigma_blur": 6.0,

@@ -8,6 +8,7 @@ of ``benchmarks/meaningful_perturbation.py``), many times faster (see its Notes)
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -84,7 +85,7 @@ def _class_score(out: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 def _number(name: str, value, low: float, low_ok: bool = True, high: float = math.inf) -> float:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
     if not ok or value < low or (value == low and not low_ok) or value >= high:
         bound = f"{'>=' if low_ok else '>'} {low}" + (f" and < {high}" if high < math.inf else "")
         raise ConfigError(
@@ -94,11 +95,11 @@ def _number(name: str, value, low: float, low_ok: bool = True, high: float = mat
 
 
 def _integer(name: str, value, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
         raise ConfigError(
             f"meaningful_perturbation option {name} must be an integer >= {low}, got {value!r}."
         )
-    return value
+    return int(value)
 
 
 def _crop(v: torch.Tensor, offset: Sequence[int], shape: Sequence[int]) -> torch.Tensor:
