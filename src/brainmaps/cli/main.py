@@ -10,8 +10,10 @@ from collections.abc import Sequence
 from brainmaps import __version__
 from brainmaps.cli import (
     baseline,
+    compare,
     demo,
     explain,
+    localise,
     morphometry,
     predict,
     preprocess,
@@ -22,7 +24,18 @@ from brainmaps.exceptions import BrainmapsError, BrainmapsWarning
 
 __all__ = ["build_parser", "main"]
 
-_COMMANDS = (synth, preprocess, train, predict, explain, baseline, morphometry, demo)
+_COMMANDS = (
+    synth,
+    preprocess,
+    train,
+    predict,
+    explain,
+    compare,
+    localise,
+    baseline,
+    morphometry,
+    demo,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,196 @@
+"""Find and load the maps of a run folder, its brain mask and its ground truth.
+
+Torch-free: every analysis reads maps through these functions, so maps written by
+another tool into ``<run>/maps/<method>/`` are analysed the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from brainmaps.data.preprocess import mni_brain_mask
+from brainmaps.data.run_folder import RunFolder, open_run
+from brainmaps.exceptions import ConfigError, ImageError
+
+__all__ = [
+    "as_img",
+    "class_mean_maps",
+    "ground_truth_mask",
+    "list_map_methods",
+    "on_grid_of",
+    "run_brain_mask",
+    "same_grid",
+]
+
+
+def _run(run: str | os.PathLike | RunFolder) -> RunFolder:
+    return run if isinstance(run, RunFolder) else open_run(run)
+
+
+def as_img(img: nib.Nifti1Image | str | os.PathLike, name: str = "img") -> nib.Nifti1Image:
+    """Return ``img`` as a 3D in-memory NIfTI image (a path is loaded).
+
+    Parameters
+    ----------
+    img : nibabel.Nifti1Image or str or os.PathLike
+        An image or the path of a ``.nii`` / ``.nii.gz`` file.
+    name : str
+        Parameter name used in error messages.
+
+    Returns
+    -------
+    nibabel.Nifti1Image
+        Float32 data; a 4D image with one volume is squeezed to 3D.
+
+    Raises
+    ------
+    ImageError
+        If the file is missing or unreadable, or the image is not 3D.
+    """
+    if isinstance(img, str | os.PathLike):
+        path = Path(img).expanduser()
+        if not path.is_file():
+            raise ImageError(f"{name}: {path} does not exist; pass a NIfTI file or an image.")
+        try:
+            img = nib.load(path)
+        except Exception as err:
+            raise ImageError(f"{name}: {path} is not a readable NIfTI file ({err}).") from err
+    if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
+        raise ImageError(f"{name}: expected a NIfTI image or path, got {type(img).__name__}.")
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise ImageError(f"{name}: expected a 3D image, got shape {data.shape}; pass one volume.")
+    return nib.Nifti1Image(data, img.affine)
+
+
+def list_map_methods(run: str | os.PathLike | RunFolder) -> list[str]:
+    """Methods with maps in ``<run>/maps/`` (folders holding a ``maps.tsv``), sorted.
+
+    Parameters
+    ----------
+    run : str, os.PathLike or RunFolder
+
+    Returns
+    -------
+    list of str
+    """
+    root = _run(run).path / "maps"
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "maps.tsv").is_file())
+
+
+def class_mean_maps(run: str | os.PathLike | RunFolder, method: str) -> dict[str, nib.Nifti1Image]:
+    """The class-mean maps of one method: ``{class: img}`` plus ``"conjoined"``.
+
+    Parameters
+    ----------
+    run : str, os.PathLike or RunFolder
+    method : str
+        A folder under ``<run>/maps/``.
+
+    Returns
+    -------
+    dict of str to nibabel.Nifti1Image
+        Keys are the class names in index order, then ``"conjoined"`` (the sum of the
+        class means); for a regression run the single key ``"all"``.
+
+    Raises
+    ------
+    ConfigError
+        If the method has no class-mean maps (run ``brainmaps explain`` first).
+    """
+    r = _run(run)
+    folder = r.path / "maps" / method
+    names = [*r.classes, "conjoined"] if r.task == "classification" else ["all"]
+    found = {n: folder / f"mean_{n}.nii.gz" for n in names}
+    found = {n: p for n, p in found.items() if p.is_file()}
+    if not found:
+        raise ConfigError(
+            f"no class-mean maps in {folder}; run 'brainmaps explain {r.path} "
+            f"--methods {method}' first."
+        )
+    return {n: as_img(p, name=str(p)) for n, p in found.items()}
+
+
+def run_brain_mask(run: str | os.PathLike | RunFolder) -> nib.Nifti1Image:
+    """The MNI152 brain mask on the run's model grid (uint8 image).
+
+    Parameters
+    ----------
+    run : str, os.PathLike or RunFolder
+
+    Returns
+    -------
+    nibabel.Nifti1Image
+    """
+    r = _run(run)
+    return nib.Nifti1Image(mni_brain_mask(r.grid).astype(np.uint8), r.grid.affine)
+
+
+def ground_truth_mask(
+    run: str | os.PathLike | RunFolder, kind: str = "group"
+) -> nib.Nifti1Image | None:
+    """The planted-effect mask of a synthetic cohort the run was trained on, if any.
+
+    Parameters
+    ----------
+    run : str, os.PathLike or RunFolder
+    kind : {"group", "age"}
+        ``ground_truth_mask.nii.gz`` (the group effect) or
+        ``ground_truth_age_mask.nii.gz`` (the age effect).
+
+    Returns
+    -------
+    nibabel.Nifti1Image or None
+        The mask on its own grid (1 mm or the cohort's), or ``None`` when the run's
+        data source is not a synthetic cohort.
+    """
+    if kind not in ("group", "age"):
+        raise ConfigError(f"kind must be 'group' or 'age', got {kind!r}.")
+    source = (_run(run).config.get("data") or {}).get("source")
+    if not source:
+        return None
+    name = "ground_truth_mask.nii.gz" if kind == "group" else "ground_truth_age_mask.nii.gz"
+    path = Path(source) / name
+    return as_img(path, name=str(path)) if path.is_file() else None
+
+
+def same_grid(a: nib.Nifti1Image, b: nib.Nifti1Image, atol: float = 1e-3) -> bool:
+    """Whether two images share shape and affine (within ``atol`` mm)."""
+    return a.shape[:3] == b.shape[:3] and np.allclose(a.affine, b.affine, atol=atol)
+
+
+def on_grid_of(
+    img: nib.Nifti1Image, reference: nib.Nifti1Image, interpolation: str = "continuous"
+) -> np.ndarray:
+    """The voxels of ``img`` on the grid of ``reference``, resampled through the affines.
+
+    Never by array shape: images on different grids, voxel sizes or orientations are
+    brought together by their world coordinates (:func:`nilearn.image.resample_to_img`).
+    Voxels outside ``img``'s field of view become 0.
+
+    Parameters
+    ----------
+    img, reference : nibabel.Nifti1Image
+    interpolation : {"continuous", "linear", "nearest"}
+        ``"nearest"`` for label images and masks.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape ``reference.shape[:3]``, float32.
+    """
+    if same_grid(img, reference):
+        return np.asarray(img.dataobj, dtype=np.float32)
+    from nilearn.image import resample_to_img
+
+    kwargs = {"force_resample": True, "copy_header": True}
+    out = resample_to_img(img, reference, interpolation=interpolation, fill_value=0, **kwargs)
+    return np.asarray(out.dataobj, dtype=np.float32)
