@@ -209,3 +209,20 @@ def test_bad_requests_are_clear(explained, capsys):
         explain_run(run_dir, ["gradient"], options={"gradient": {"sigma": 2}}, progress=False)
     assert main(["explain", str(run_dir), "--set", "oops"]) == 2
     assert "METHOD.OPTION=VALUE" in capsys.readouterr().err
+
+
+def test_subjects_per_fold_explains_a_balanced_sample(tiny_run, tmp_path):
+    from brainmaps.data.run_folder import open_run
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    table = explain_run(run_dir, ["gradient"], subjects_per_fold=4, progress=False)["gradient"]
+    run = open_run(run_dir)
+    assert len(table) == 4 * run.n_folds
+    assert table.groupby("fold").size().eq(4).all()
+    # the classes are taken in turn: two of each per fold
+    assert table.groupby(["fold", "label"]).size().eq(2).all()
+    again = explain_run(run_dir, ["gradient"], subjects_per_fold=4, progress=False)["gradient"]
+    assert list(again["subject"]) == list(table["subject"])
+    with pytest.raises(ConfigError, match="subjects_per_fold"):
+        explain_run(run_dir, ["gradient"], subjects_per_fold=0, progress=False)

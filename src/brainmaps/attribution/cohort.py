@@ -124,6 +124,7 @@ def explain_run(
     batch_size: int = 4,
     device: str = "auto",
     native_space: bool = False,
+    subjects_per_fold: int | None = None,
     progress: bool = True,
 ) -> dict[str, pd.DataFrame]:
     """Compute out-of-fold attribution maps for every subject of a run.
@@ -155,6 +156,11 @@ def explain_run(
     native_space : bool
         Also write each map resampled onto the subject's source image
         (``maps/<method>/native/``).
+    subjects_per_fold : int, optional
+        Explain only this many test subjects of each fold: a seeded sample that takes
+        the classes in turn, the same for every method and every call. For the slow
+        methods (Meaningful Perturbations, occlusion) on large cohorts; the class means
+        are then means over the sample. Default: every subject.
     progress : bool
         Show a progress bar.
 
@@ -171,6 +177,15 @@ def explain_run(
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}.")
     kwargs = _method_kwargs(methods, layer, options)
     _resolve_targets(run, target, np.arange(1))  # a bad target fails before any work
+    if subjects_per_fold is not None and (
+        isinstance(subjects_per_fold, bool)
+        or not isinstance(subjects_per_fold, int)
+        or subjects_per_fold < 1
+    ):
+        raise ConfigError(
+            f"subjects_per_fold must be a positive integer or None (every subject), got "
+            f"{subjects_per_fold!r}."
+        )
     checkpoints = {int(p.parent.name[5:]): p for p in run.checkpoints()}
     missing = [k for k in range(run.n_folds) if k not in checkpoints]
     if missing:
@@ -182,7 +197,7 @@ def explain_run(
     folders = {m: run.path / "maps" / m for m in methods}
     done = {m: _read_manifest(folders[m]) for m in methods}
     volumes = run.volumes(progress=progress)
-    todo = _todo(run, methods, done)
+    todo = _todo(run, methods, done, subjects_per_fold)
     bar = tqdm(total=sum(len(v) for v in todo.values()), desc="explain", disable=not progress)
     for k in range(run.n_folds):
         if not todo[k]:
@@ -199,10 +214,27 @@ def explain_run(
     return {m: _finish(run, folders[m], done[m]) for m in methods}
 
 
-def _todo(run: RunFolder, methods: list[str], done: dict) -> dict[int, list[int]]:
+def _sample(run: RunFolder, rows: np.ndarray, n: int | None, fold: int) -> np.ndarray:
+    """Up to ``n`` of ``rows``: a seeded shuffle, then the classes taken in turn."""
+    if n is None or n >= len(rows):
+        return rows
+    rows = np.random.default_rng(fold).permutation(rows)
+    if run.task != "classification":
+        return np.sort(rows[:n])
+    labels = run.labels[rows]
+    rank = np.zeros(len(rows), dtype=int)
+    for c in np.unique(labels):
+        rank[labels == c] = np.arange(int((labels == c).sum()))
+    order = np.lexsort((labels, rank))
+    return np.sort(rows[order[:n]])
+
+
+def _todo(
+    run: RunFolder, methods: list[str], done: dict, per_fold: int | None = None
+) -> dict[int, list[int]]:
     todo: dict[int, list[int]] = {}
     for k in range(run.n_folds):
-        rows = run.indices(k, "test")
+        rows = _sample(run, run.indices(k, "test"), per_fold, k)
         todo[k] = [int(i) for i in rows if any(_file(run, i) not in done[m] for m in methods)]
     return todo
 

@@ -56,6 +56,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "accuracy per occluded cube (BrainImageNet); uses --set occlusion.window_mm/"
         "stride_mm/fill",
     )
+    p.add_argument(
+        "--subjects-per-fold",
+        type=int,
+        help="explain only this many test subjects per fold (a seeded sample taking the "
+        "classes in turn; for slow methods on large cohorts)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
@@ -105,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         native_space=args.native_space,
+        subjects_per_fold=args.subjects_per_fold,
         progress=not args.quiet,
     )
     if args.occlusion_cohort:
