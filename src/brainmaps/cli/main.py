@@ -17,6 +17,7 @@ from brainmaps.cli import (
     morphometry,
     predict,
     preprocess,
+    regions,
     synth,
     train,
 )
@@ -31,6 +32,7 @@ _COMMANDS = (
     predict,
     explain,
     compare,
+    regions,
     localise,
     baseline,
     morphometry,
