@@ -158,8 +158,13 @@ def ground_truth_mask(
     if not source:
         return None
     name = "ground_truth_mask.nii.gz" if kind == "group" else "ground_truth_age_mask.nii.gz"
-    path = Path(source) / name
-    return as_img(path, name=str(path)) if path.is_file() else None
+    run_path = _run(run).path
+    # a relative source was relative to the working directory of 'brainmaps train'; the
+    # demo layout keeps the cohort beside the run folder
+    for folder in (Path(source), run_path.parent / Path(source).name):
+        if (folder / name).is_file():
+            return as_img(folder / name, name=str(folder / name))
+    return None
 
 
 def same_grid(a: nib.Nifti1Image, b: nib.Nifti1Image, atol: float = 1e-3) -> bool:

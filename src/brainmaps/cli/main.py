@@ -19,6 +19,7 @@ from brainmaps.cli import (
     predict,
     preprocess,
     regions,
+    report,
     synth,
     train,
 )
@@ -38,6 +39,7 @@ _COMMANDS = (
     first_layer,
     baseline,
     morphometry,
+    report,
     demo,
 )
 

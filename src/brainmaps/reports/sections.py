@@ -1,0 +1,455 @@
+"""Read a run folder's tables and maps into the sections of the report.
+
+Each section is a plain dict (``id``, ``title``, ``blocks``, ``missing``) whose blocks
+are tables, figures (PNG bytes), notes, headings, lists and key/value facts, so the
+template only lays them out. A section whose inputs are absent keeps its title and
+carries a ``missing`` note naming the command that computes them. The report only reads
+what is in the run folder: nothing here trains, explains or analyses.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from brainmaps import __version__
+from brainmaps.analysis.maps import as_img, class_mean_maps, list_map_methods, run_brain_mask
+from brainmaps.data.run_folder import RunFolder, open_run
+from brainmaps.exceptions import BrainmapsError, BrainmapsWarning
+from brainmaps.reports import figures
+
+__all__ = ["SECTIONS", "collect_sections", "dice_matrix", "mean_std_table"]
+
+_NUMBER = re.compile(r"[-+0-9.eE]+( ± [-+0-9.eE]+)?|–|nan|inf|")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: Accuracy of the CNN on mask-restricted inputs in Kan et al. (Section 4.3).
+PAPER_MASKED = "men 0.59, women 0.59, conjoined 0.82"
+
+
+def _cell(value) -> str:
+    """Format one table cell: floats to 4 significant digits, NaN as a dash."""
+    if isinstance(value, bool | np.bool_):
+        return "yes" if value else "no"
+    if isinstance(value, float | np.floating):
+        return "–" if not np.isfinite(value) else f"{value:.4g}"
+    return "" if value is None else str(value)
+
+
+def table(df: pd.DataFrame, caption: str = "", flags: list[bool] | None = None) -> dict:
+    """A table block: column names, rows of formatted strings, row flags, numeric columns."""
+    rows = [[_cell(v) for v in row] for row in df.itertuples(index=False)]
+    numeric = [all(_NUMBER.fullmatch(r[j]) for r in rows) for j in range(df.shape[1])]
+    return {
+        "kind": "table",
+        "inline": True,
+        "caption": caption,
+        "columns": [str(c) for c in df.columns],
+        "numeric": numeric,
+        "rows": rows,
+        "flags": list(flags) if flags is not None else [False] * len(rows),
+    }
+
+
+def figure(png: bytes, caption: str = "", inline: bool = False, max_width: int = 0) -> dict:
+    """A figure block holding PNG bytes; inline ones flow beside tables and figures."""
+    return {"kind": "figure", "caption": caption, "png": png, "inline": inline,
+            "max_width": max_width}  # fmt: skip
+
+
+def block(kind: str, value) -> dict:
+    """A ``note`` or ``heading`` (text), ``facts`` (key/value pairs) or ``list`` block."""
+    return {"kind": kind, "items" if kind in ("facts", "list") else "text": value}
+
+
+def _read(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, sep="\t", dtype={"subject": str, "session": str, "fold": str})
+
+
+def _truthy(value) -> bool:
+    return str(value).strip().lower() in ("true", "1", "yes")
+
+
+def _falsy(value) -> bool:
+    return str(value).strip().lower() in ("false", "0", "no")
+
+
+def mean_std_table(df: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.DataFrame:
+    """Summarise per-fold rows as ``"mean ± std"`` strings per group of ``keys``.
+
+    Rows whose ``fold`` is ``"mean"`` / ``"std"`` are used when present; otherwise the
+    mean and standard deviation (ddof=1) of the numeric folds are computed.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Long table with a ``fold`` column, the ``keys`` and the ``metrics`` columns.
+    keys : list of str
+        Grouping columns (e.g. ``["method", "mask"]``); absent ones are ignored.
+    metrics : list of str
+        Metric columns to summarise; absent ones are ignored.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per group, with the ``keys`` and one string column per metric.
+    """
+    keys = [k for k in keys if k in df]
+    metrics = [m for m in metrics if m in df]
+    folds = df["fold"].astype(str)
+    rows = []
+    for group, part in df.groupby(keys, sort=False) if keys else [((), df)]:
+        group = group if isinstance(group, tuple) else (group,)
+        fold = folds.loc[part.index]
+        row = dict(zip(keys, group, strict=True))
+        for m in metrics:
+            if {"mean", "std"} <= set(fold):
+                mean = float(part.loc[fold == "mean", m].iloc[0])
+                std = float(part.loc[fold == "std", m].iloc[0])
+            else:
+                values = pd.to_numeric(part.loc[~fold.isin(["mean", "std"]), m])
+                mean, std = float(values.mean()), float(values.std(ddof=1))
+            row[m] = f"{mean:.3f} ± {std:.3f}"
+        rows.append(row)
+    return pd.DataFrame(rows, columns=keys + metrics)
+
+
+def dice_matrix(overlap: pd.DataFrame, map_name: str, value: str = "dice") -> pd.DataFrame:
+    """The symmetric method x method matrix of one map from ``overlap.tsv`` rows.
+
+    Parameters
+    ----------
+    overlap : pandas.DataFrame
+        Rows ``map, method_a, method_b, <value>`` (one per unordered pair; a == b rows are
+        allowed but not needed).
+    map_name : str
+        Which map (``"conjoined"``, a class name).
+    value : str
+        The column to put in the matrix.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Square, symmetric, methods in order of appearance, 1 on the diagonal, NaN for
+        pairs that are not in the table.
+    """
+    rows = overlap[overlap["map"].astype(str) == map_name]
+    methods = list(dict.fromkeys([*rows["method_a"].astype(str), *rows["method_b"].astype(str)]))
+    index = {m: i for i, m in enumerate(methods)}
+    values = np.full((len(methods), len(methods)), np.nan)
+    for a, b, v in zip(rows["method_a"], rows["method_b"], rows[value], strict=True):
+        i, j = index[str(a)], index[str(b)]
+        values[i, j] = values[j, i] = float(v)
+    np.fill_diagonal(values, 1.0)
+    return pd.DataFrame(values, index=methods, columns=methods)
+
+
+def _summary(run: RunFolder) -> list[dict]:
+    cfg, table = run.config, run.table
+    training = cfg.get("training") or {}
+    model = cfg.get("model") or {}
+    options = [json.dumps(model["options"])] if model.get("options") else []
+    if run.task == "classification":
+        counts = table["label"].astype(str).value_counts()
+        classes = ", ".join(f"{c} ({int(counts.get(c, 0))})" for c in run.classes)
+    else:
+        y = pd.to_numeric(table["y"])
+        classes = f"regression target: mean {y.mean():.3g} ± {y.std():.3g}"
+    metrics = run.path / "metrics.tsv"
+    trained = dt.datetime.fromtimestamp(metrics.stat().st_mtime) if metrics.is_file() else None
+    voxel = " x ".join(f"{v:.3g}" for v in run.grid.voxel_size)
+    grid = f"{' x '.join(map(str, run.grid.shape))} voxels of {voxel} mm"
+    return [
+        block(
+            "facts",
+            [
+                ("run", f"{run.path.name} ({run.path.resolve()})"),
+                ("task", f"{run.task}; target '{(cfg.get('data') or {}).get('target', '?')}'"),
+                ("classes (scans)", classes),
+                ("subjects / scans", f"{table['subject'].nunique()} / {len(table)}"),
+                ("model", " ".join([str(model.get("name", "?")), *options])),
+                ("grid", grid),
+                ("folds", str(run.n_folds)),
+                ("epochs", str(training.get("epochs", "?"))),
+                ("trained", trained.strftime("%Y-%m-%d %H:%M") if trained else "unknown"),
+                ("report", f"brainmaps {__version__}, {dt.datetime.now():%Y-%m-%d %H:%M}"),
+                ("source cohort", str((cfg.get("data") or {}).get("source", "?"))),
+            ],
+        )
+    ]
+
+
+def _comparison(path: Path) -> list[dict]:
+    df = _read(path)
+    shown = pd.DataFrame({"model": df["model"]})
+    for col in df.columns:
+        if col.endswith("_mean") and f"{col[:-5]}_std" in df:
+            std = df[f"{col[:-5]}_std"]
+            shown[col[:-5]] = [f"{m:.3f} ± {s:.3f}" for m, s in zip(df[col], std, strict=True)]
+    for col in ("t", "p"):
+        if col in df:
+            shown[col] = df[col]
+    caption = "Baselines on the same folds; t and p: corrected resampled t-test vs the CNN."
+    blocks = [block("heading", "Baselines"), table(shown, caption)]
+    for png in sorted(path.parent.glob("*importance*.png")):
+        data = png.read_bytes()
+        if data.startswith(PNG_SIGNATURE):
+            caption = f"{png.parent.name}/{png.name}"
+            blocks.append(figure(data, caption, inline=True, max_width=540))
+    return blocks
+
+
+def _performance(run: RunFolder) -> list[dict] | None:
+    metrics, preds = run.path / "metrics.tsv", run.path / "predictions.tsv"
+    comparison = run.path / "baselines" / "comparison.tsv"
+    if not (metrics.is_file() or preds.is_file() or comparison.is_file()):
+        return None
+    blocks = []
+    if metrics.is_file():
+        df = _read(metrics)
+        names = [c for c in df.columns if c not in ("fold", "n_test")]
+        summary = mean_std_table(df.assign(_=""), ["_"], names).drop(columns="_")
+        per_fold = df[~df["fold"].isin(["mean", "std"])]
+        summary.insert(0, "fold", "mean ± std")
+        shown = pd.concat([per_fold.drop(columns="n_test", errors="ignore"), summary])
+        blocks.append(table(shown, "Out-of-fold test metrics per fold."))
+    if preds.is_file():
+        df = _read(preds)
+        if run.task == "classification" and all(f"p_{c}" in df for c in run.classes):
+            png = figures.plot_roc(df, run.classes)
+            blocks.append(figure(png, "Out-of-fold ROC curves.", inline=True))
+        elif "prediction" in df:
+            png = figures.plot_regression(df)
+            blocks.append(figure(png, "Out-of-fold predictions.", inline=True))
+    if comparison.is_file():
+        blocks += _comparison(comparison)
+    else:
+        blocks.append(
+            block("note", f"Baselines not computed — run `brainmaps baseline {run.path}`.")
+        )
+    return blocks
+
+
+def _maps(run: RunFolder) -> list[dict] | None:
+    methods = list_map_methods(run)
+    occlusion = run.path / "maps" / "occlusion" / "cohort_accuracy_drop.nii.gz"
+    if not methods and not occlusion.is_file():
+        return None
+    mask = run_brain_mask(run)
+    blocks = [
+        block(
+            "note",
+            "Class-mean maps (each class, then their sum 'conjoined') over MNI152, cut "
+            "through the conjoined map's peak; above, ortho slices; below, glass brains. "
+            "The class maps share one colour scale (saturating at the 99th percentile of "
+            "|value| in the brain), the conjoined map has its own; the 75% smallest "
+            "values are hidden.",
+        )
+    ]
+    for method in methods:
+        try:
+            maps = class_mean_maps(run, method)
+        except BrainmapsError as err:
+            blocks += [block("heading", method), block("note", str(err))]
+            continue
+        png = figures.plot_class_maps(maps, mask)
+        blocks += [block("heading", method), figure(png, f"maps/{method}/mean_*.nii.gz")]
+    if occlusion.is_file():
+        png = figures.plot_class_maps({"cohort accuracy drop": as_img(occlusion)}, mask)
+        blocks += [
+            block("heading", "occlusion: cohort accuracy drop"),
+            figure(png, f"maps/occlusion/{occlusion.name}"),
+        ]
+    return blocks
+
+
+def _overlap(run: RunFolder) -> list[dict] | None:
+    path = run.path / "analysis" / "overlap.tsv"
+    if not path.is_file():
+        return None
+    df = _read(path)
+    names = list(dict.fromkeys(df["map"].astype(str)))
+    names = sorted(names, key=lambda n: n != "conjoined")
+    caption = "Dice between binarised maps, restricted to the brain"
+    if "threshold" in df:
+        first = df["threshold"].astype(str).iloc[0]
+        df_fig = df[df["threshold"].astype(str) == first]
+        caption += f" (threshold {first})"
+    else:
+        df_fig = df
+    matrices = {n: dice_matrix(df_fig, n) for n in names}
+    return [figure(figures.plot_dice_matrices(matrices), caption + "."), table(df, path.name)]
+
+
+_REGION_COLUMNS = ["rank", "name", "hemisphere", "fraction_norm", "mean_norm", "n_voxels"]
+
+
+def _region_table(rows: pd.DataFrame, caption: str) -> dict:
+    rows = rows.sort_values("rank").head(10)
+    shown = rows[[c for c in _REGION_COLUMNS if c in rows]].copy()
+    if {"centroid_x", "centroid_y", "centroid_z"} <= set(rows):
+        xyz = rows[["centroid_x", "centroid_y", "centroid_z"]].to_numpy(dtype=float)
+        shown["centroid (mm)"] = [", ".join(f"{v:.0f}" for v in p) for p in xyz]
+    flags = None
+    if "hemisphere_ok" in rows:
+        # NA (a region whose name states no side) is not a mismatch
+        flags = [_falsy(v) for v in rows["hemisphere_ok"]]
+        shown["hemisphere_ok"] = [
+            "NO" if f else ("yes" if _truthy(v) else "—")
+            for f, v in zip(flags, rows["hemisphere_ok"], strict=True)
+        ]
+    return table(shown, caption, flags=flags)
+
+
+def _regions(run: RunFolder) -> list[dict] | None:
+    paths = sorted((run.path / "analysis").glob("regions_*.tsv"))
+    if not paths:
+        return None
+    blocks = [
+        block(
+            "note",
+            "Top 10 atlas regions of each method's conjoined map; rows flagged in red have "
+            "a centroid on the other side than the hemisphere in their name.",
+        )
+    ]
+    for path in paths:
+        df = _read(path)
+        blocks.append(block("heading", f"atlas: {path.stem[len('regions_') :]}"))
+        for method, part in df.groupby("method", sort=False):
+            maps = part["map"].astype(str) if "map" in part else pd.Series("conjoined", part.index)
+            chosen = "conjoined" if (maps == "conjoined").any() else maps.iloc[0]
+            blocks.append(_region_table(part[maps == chosen], f"{method} ({chosen})"))
+    return blocks
+
+
+def _localisation(run: RunFolder) -> list[dict] | None:
+    path = run.path / "analysis" / "localisation.tsv"
+    curves = run.path / "analysis" / "localisation_roc.tsv"
+    if not (path.is_file() or curves.is_file()):
+        return None
+    blocks = []
+    if path.is_file():
+        caption = "Maps against the planted ground-truth mask of the synthetic cohort."
+        blocks.append(table(_read(path), caption))
+    if curves.is_file():
+        png = figures.plot_localisation_roc(_read(curves))
+        caption = "ROC of each map's voxels against the planted mask."
+        blocks.append(figure(png, caption, inline=True))
+    return blocks
+
+
+def _faithfulness(run: RunFolder) -> list[dict] | None:
+    path = run.path / "analysis" / "faithfulness.tsv"
+    curves = run.path / "analysis" / "faithfulness_curves.tsv"
+    if not (path.is_file() or curves.is_file()):
+        return None
+    blocks = []
+    if path.is_file():
+        caption = (
+            "Area under the deletion (lower is better) and insertion (higher is "
+            "better) curves, against a random-map control."
+        )
+        blocks.append(table(_read(path), caption))
+    if curves.is_file():
+        png = figures.plot_faithfulness(_read(curves))
+        blocks.append(figure(png, "Class probability as voxels are removed or inserted."))
+    return blocks
+
+
+def _masked_eval(run: RunFolder) -> list[dict] | None:
+    path = run.path / "analysis" / "masked_eval.tsv"
+    if not path.is_file():
+        return None
+    df = _read(path)
+    summary = mean_std_table(
+        df, ["method", "mask", "weighting", "means"], ["accuracy", "balanced_accuracy", "roc_auc"]
+    )
+    caption = (
+        f"Accuracy of the CNN on inputs multiplied by a class-mean mask, mean ± std "
+        f"over folds. Kan et al. report {PAPER_MASKED}."
+    )
+    return [table(summary, caption)]
+
+
+def _first_layer(run: RunFolder) -> list[dict] | None:
+    path = run.path / "analysis" / "first_layer_summary.tsv"
+    if not path.is_file():
+        return None
+    caption = "First-layer filters whose statistic differs between the groups (FDR)."
+    return [table(_read(path), caption)]
+
+
+def _files(run: RunFolder) -> list[dict]:
+    counts: dict[str, int] = {}
+    for path in sorted(run.path.rglob("*")):
+        rel = path.relative_to(run.path)
+        if not path.is_file() or any(p.startswith(".") for p in rel.parts):
+            continue
+        if rel.name == "report.html":
+            continue
+        key = str(rel.parent / "sub-*.nii.gz") if rel.name.startswith("sub-") else str(rel)
+        counts[key] = counts.get(key, 0) + 1
+    items = [k if n == 1 else f"{k} ({n} files)" for k, n in counts.items()]
+    return [block("note", f"Relative to {run.path.resolve()}."), block("list", items)]
+
+
+#: (id, title, builder, command that computes the inputs) in report order.
+SECTIONS: tuple[tuple[str, str, Callable, str], ...] = (
+    ("summary", "Summary", _summary, "brainmaps train"),
+    ("performance", "Performance", _performance, "brainmaps train"),
+    ("maps", "Attribution maps", _maps, "brainmaps explain"),
+    ("overlap", "Overlap between methods", _overlap, "brainmaps compare"),
+    ("regions", "Atlas regions", _regions, "brainmaps regions"),
+    ("localisation", "Localisation of the planted effect", _localisation, "brainmaps localise"),
+    ("faithfulness", "Faithfulness", _faithfulness, "brainmaps faithfulness"),
+    ("masked_eval", "Mask-restricted re-evaluation", _masked_eval, "brainmaps masked-eval"),
+    ("first_layer", "First-layer statistics", _first_layer, "brainmaps first-layer"),
+    ("files", "Files", _files, "brainmaps train"),
+)
+
+
+def _build(builder: Callable, run: RunFolder, title: str) -> list[dict] | None:
+    """Run one section builder; a malformed input table gives a note, not a crash."""
+    try:
+        return builder(run)
+    except (KeyError, ValueError, TypeError, IndexError, pd.errors.ParserError) as err:
+        message = f"section '{title}' could not be drawn from {run.path}: {err!r}"
+        warnings.warn(message + "; check the tables it reads.", BrainmapsWarning, stacklevel=3)
+        return [block("note", message + ".")]
+
+
+def collect_sections(run: str | os.PathLike | RunFolder) -> list[dict]:
+    """Every section of the report, in order, from what is in the run folder.
+
+    Parameters
+    ----------
+    run : str, os.PathLike or RunFolder
+
+    Returns
+    -------
+    list of dict
+        ``{"id", "number", "title", "blocks", "missing"}``; ``missing`` is a note
+        (``"not computed — run `brainmaps <cmd> RUN`"``) when the inputs are absent.
+    """
+    run = run if isinstance(run, RunFolder) else open_run(run)
+    out = []
+    for number, (key, title, builder, command) in enumerate(SECTIONS, start=1):
+        blocks = _build(builder, run, title)
+        missing = None if blocks else f"Not computed — run `{command} {run.path}`."
+        out.append(
+            {
+                "id": key,
+                "number": number,
+                "title": title,
+                "blocks": blocks or [],
+                "missing": missing,
+            }
+        )
+    return out
