@@ -1,9 +1,10 @@
-"""The built-in demo: a synthetic cohort, cross-validated xin2019, attribution maps.
+"""The built-in demo: synthetic cohort, cross-validated xin2019, maps, analyses, report.
 
 The demo runs the same public functions a user calls (:func:`make_synthetic_cohort`,
-:func:`train_run`, :func:`explain_run`) at a reduced model grid so that it ends within
-about ten minutes on two CPU cores. Its output folder holds the cohort, the
-preprocessing cache and the run (with ``maps/`` for every attribution method).
+:func:`train_run`, :func:`explain_run`, :func:`analyse_run`, :func:`build_report`) at a
+reduced model grid so that it ends within about ten minutes on two CPU cores. Its output
+folder holds the cohort, the preprocessing cache and the run (with ``maps/`` for every
+attribution method, ``analysis/`` and ``report.html``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from pathlib import Path
 from brainmaps.attribution.cohort import explain_run
 from brainmaps.data.preprocess import PreprocessConfig
 from brainmaps.data.synthetic import make_synthetic_cohort
+from brainmaps.reports.analyse import analyse_run
+from brainmaps.reports.html import build_report
 from brainmaps.training.config import DataConfig, RunConfig, TrainingConfig
 from brainmaps.training.run import RunResult, train_run
 
@@ -27,9 +30,9 @@ DEMO_METHODS = (
     "smoothgrad",
     "integrated_gradients",
     "lrp",
-    "occlusion",
-    "meaningful_perturbation",
 )
+#: The slow methods explain a class-balanced sample of each fold's test subjects.
+DEMO_SAMPLED_METHODS = ("occlusion", "meaningful_perturbation")
 #: Cheaper settings than the defaults for the demo's 120 subjects on 2 CPU cores, and
 #: Meaningful Perturbations scaled to the demo's 5 mm grid: the paper's 10-voxel mask
 #: smoothing (50 mm here) blurs the mask far beyond the planted regions.
@@ -72,11 +75,17 @@ class DemoSettings:
     n_jobs : int
         Parallel jobs for synthesis and preprocessing.
     methods : tuple of str
-        Attribution methods run on every subject (``()`` skips the maps). CAM is not
-        among them: it needs a global-average-pooling network and the demo trains
-        xin2019.
+        Attribution methods run on every subject (``()`` skips maps, analyses and
+        report). CAM is not among them: it needs a global-average-pooling network and
+        the demo trains xin2019.
+    sampled_methods : tuple of str
+        Slow methods run on ``subjects_per_fold`` test subjects of each fold.
+    subjects_per_fold : int
+        Sample size per fold for ``sampled_methods``.
     method_options : dict
         Per-method options that keep the slower methods within the demo's time.
+    report : bool
+        Run the analyses and write ``run/report.html``.
     """
 
     n_subjects: int = 120
@@ -97,7 +106,10 @@ class DemoSettings:
     seed: int = 42
     n_jobs: int = 2
     methods: tuple[str, ...] = DEMO_METHODS
+    sampled_methods: tuple[str, ...] = DEMO_SAMPLED_METHODS
+    subjects_per_fold: int = 4
     method_options: dict = field(default_factory=lambda: dict(DEMO_OPTIONS))
+    report: bool = True
 
 
 def run_demo(
@@ -150,12 +162,20 @@ def run_demo(
         out=str(out / "run"),
     )
     result = train_run(config, progress=progress)
-    if s.methods:
-        explain_run(
-            config.out,
-            s.methods,
-            options=s.method_options,
-            batch_size=8,
-            progress=progress,
-        )
+    if not s.methods:
+        return result
+    for methods, per_fold in ((s.methods, None), (s.sampled_methods, s.subjects_per_fold)):
+        if methods:
+            options = {m: o for m, o in s.method_options.items() if m in methods}
+            explain_run(
+                config.out,
+                methods,
+                options=options,
+                batch_size=8,
+                subjects_per_fold=per_fold,
+                progress=progress,
+            )
+    if s.report:
+        analyse_run(config.out, progress=progress)
+        build_report(config.out)
     return result

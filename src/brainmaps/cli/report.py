@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from brainmaps.reports.analyse import STEPS, analyse_run
 from brainmaps.reports.html import build_report
 
 
@@ -16,8 +17,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Render what the run folder holds (metrics, ROC curves, baselines, "
         "class-mean maps, overlap, atlas regions, localisation, faithfulness, "
         "mask-restricted re-evaluation, first-layer statistics) into one HTML file with "
-        "every figure embedded; it opens offline. Sections whose inputs are missing name "
-        "the command that computes them.",
+        "every figure embedded; it opens offline. First computes every analysis whose "
+        "table is missing or older than the maps (--no-analyse renders only what is "
+        "there); sections whose inputs are missing name the command that computes them.",
     )
     p.add_argument("run_dir", help="run folder written by 'brainmaps train'")
     p.add_argument("--out", help="HTML file to write (default: RUN/report.html)")
@@ -26,12 +28,40 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="also render the report to this PNG with headless Chromium and check that "
         "no image is broken (needs chromium; set BRAINMAPS_CHROMIUM to choose the binary)",
     )
+    p.add_argument(
+        "--no-analyse", action="store_true", help="render only; compute no missing analysis"
+    )
+    p.add_argument(
+        "--steps",
+        help=f"comma-separated analyses to bring up to date (default: {','.join(STEPS)})",
+    )
+    p.add_argument("--atlas", help="atlas for the region ranking: built-in name or NIfTI")
+    p.add_argument("--labels", help="region table (TSV/CSV/LUT) of --atlas")
+    p.add_argument(
+        "--faithfulness-subjects",
+        type=int,
+        default=40,
+        help="subjects whose maps get deletion/insertion curves (default 40)",
+    )
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``brainmaps report``."""
     start = time.perf_counter()
+    if not args.no_analyse:
+        steps = [s.strip() for s in args.steps.split(",")] if args.steps else None
+        analyse_run(
+            args.run_dir,
+            steps,
+            atlas=args.atlas,
+            labels=args.labels,
+            faithfulness_subjects=args.faithfulness_subjects,
+            device=args.device,
+            progress=not args.quiet,
+        )
     path = build_report(args.run_dir, out=args.out)
     size = path.stat().st_size / 1e6
     print(f"report written to {path} ({size:.1f} MB, {time.perf_counter() - start:.1f} s)")
