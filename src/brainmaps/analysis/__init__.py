@@ -5,6 +5,21 @@ localisation against a known ground truth, atlas-region ranking, faithfulness cu
 group statistics.
 """
 
+from brainmaps.analysis.atlas import Atlas, atlas_on_grid, load_atlas, region_centroids
+from brainmaps.analysis.builtin_atlases import (
+    DEFAULT_ATLAS,
+    get_atlas,
+    list_builtin_atlases,
+    load_builtin_atlas,
+)
+from brainmaps.analysis.faithfulness import curve_auc, deletion_curve, insertion_curve
+from brainmaps.analysis.group_stats import benjamini_hochberg, compare_groups, count_larger
+from brainmaps.analysis.localisation import (
+    localisation_roc,
+    localisation_run,
+    localisation_scores,
+    pointing_game,
+)
 from brainmaps.analysis.maps import (
     as_img,
     class_mean_maps,
@@ -23,20 +38,42 @@ from brainmaps.analysis.overlap import (
     map_correlation,
     overlap_matrix,
 )
+from brainmaps.analysis.regions import check_hemispheres, rank_regions, rank_run_regions
 
 __all__ = [
+    "DEFAULT_ATLAS",
     "PAPER_THRESHOLDS",
+    "Atlas",
     "as_img",
+    "atlas_on_grid",
+    "benjamini_hochberg",
     "binarize",
+    "check_hemispheres",
     "class_mean_maps",
+    "compare_groups",
     "compare_maps",
     "compare_run",
+    "count_larger",
+    "curve_auc",
+    "deletion_curve",
     "dice",
+    "get_atlas",
     "ground_truth_mask",
+    "insertion_curve",
     "jaccard",
+    "list_builtin_atlases",
     "list_map_methods",
+    "load_atlas",
+    "load_builtin_atlas",
+    "localisation_roc",
+    "localisation_run",
+    "localisation_scores",
     "map_correlation",
     "on_grid_of",
     "overlap_matrix",
+    "pointing_game",
+    "rank_regions",
+    "rank_run_regions",
+    "region_centroids",
     "run_brain_mask",
 ]

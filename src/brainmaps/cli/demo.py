@@ -15,10 +15,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     d = DemoSettings()
     p = sub.add_parser(
         "demo",
-        help="synthetic cohort -> cross-validated xin2019 -> metrics -> attribution maps",
+        help="synthetic cohort -> cross-validated xin2019 -> maps -> analyses -> report",
         description="Generate a synthetic cohort with a planted group effect, train xin2019 "
-        "with cross-validation at a reduced grid, print the metrics and write the out-of-fold "
-        "maps of every attribution method. Re-running reuses what is done.",
+        "with cross-validation at a reduced grid, print the metrics, write the out-of-fold "
+        "maps of every attribution method, run every analysis and write the HTML report. "
+        "Re-running reuses what is done.",
     )
     p.add_argument("--out", default="demo", help="demo folder (default ./demo)")
     p.add_argument("--subjects", type=int, default=d.n_subjects, help="synthetic subjects")
@@ -33,6 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--no-maps", action="store_true", help="skip the attribution maps (training only)"
     )
+    p.add_argument("--no-report", action="store_true", help="skip the analyses and the HTML report")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(run=run)
 
@@ -47,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         folds=args.folds,
         epochs=args.epochs,
         n_jobs=args.n_jobs,
+        report=not args.no_report,
         **({"methods": ()} if args.no_maps else {}),
     )
     start = time.perf_counter()
@@ -56,4 +59,7 @@ def run(args: argparse.Namespace) -> int:
     if maps.is_dir():
         print(f"attribution maps: {', '.join(sorted(p.name for p in maps.iterdir()))} in {maps}")
     print(f"run folder: {result.out}  ({time.perf_counter() - start:.0f} s)")
+    report = result.out / "report.html"
+    if report.is_file():
+        print(f"report: {report}")
     return 0
