@@ -186,13 +186,7 @@ def explain_run(
             f"subjects_per_fold must be a positive integer or None (every subject), got "
             f"{subjects_per_fold!r}."
         )
-    checkpoints = {int(p.parent.name[5:]): p for p in run.checkpoints()}
-    missing = [k for k in range(run.n_folds) if k not in checkpoints]
-    if missing:
-        raise ConfigError(
-            f"run {run.path} has no model for fold(s) {missing}; finish 'brainmaps train' "
-            "(it resumes) before explaining."
-        )
+    checkpoints = run.fold_models()
     dev = resolve_device(device)
     folders = {m: run.path / "maps" / m for m in methods}
     done = {m: _read_manifest(folders[m]) for m in methods}

@@ -103,6 +103,23 @@ class RunFolder:
         found = sorted(self.path.glob("fold-*/model.pt"), key=lambda p: int(p.parent.name[5:]))
         return [p for p in found if p.parent.name[5:].isdigit()]
 
+    def fold_models(self) -> dict[int, Path]:
+        """``{fold: fold-<k>/model.pt}`` for every fold; a clear error if any is missing.
+
+        Raises
+        ------
+        ConfigError
+            If a fold has no model yet (training was interrupted).
+        """
+        found = {int(p.parent.name[5:]): p for p in self.checkpoints()}
+        missing = [k for k in range(self.n_folds) if k not in found]
+        if missing:
+            raise ConfigError(
+                f"run {self.path} has no model for fold(s) {missing}; finish 'brainmaps "
+                "train' (it resumes) first."
+            )
+        return found
+
     def volumes(self, *, n_jobs: int = 1, progress: bool = False) -> CachedVolumes:
         """The preprocessed volumes of :attr:`table`, from the run's cache.
 

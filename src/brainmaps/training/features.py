@@ -332,13 +332,7 @@ def _checked_run(run_dir, test: str, subjects: str) -> tuple[RunFolder, dict[int
             f"{run.task} run with classes {list(run.classes)}; use a two-class "
             "classification run."
         )
-    checkpoints = {int(p.parent.name[5:]): p for p in run.checkpoints()}
-    missing = [k for k in range(run.n_folds) if k not in checkpoints]
-    if missing:
-        raise ConfigError(
-            f"run {run.path} has no model for fold(s) {missing}; finish 'brainmaps train' "
-            "(it resumes) first."
-        )
+    checkpoints = run.fold_models()
     return run, checkpoints
 
 

@@ -79,13 +79,7 @@ def _run(run: str | os.PathLike | RunFolder) -> RunFolder:
 
 def _fold_predictors(run: RunFolder, device: str, batch_size: int):
     """Yield ``(fold, predict)`` for every fold, one model in memory at a time."""
-    checkpoints = {int(p.parent.name[5:]): p for p in run.checkpoints()}
-    missing = [k for k in range(run.n_folds) if k not in checkpoints]
-    if missing:
-        raise ConfigError(
-            f"run {run.path} has no model for fold(s) {missing}; finish 'brainmaps train' "
-            "(it resumes) first."
-        )
+    checkpoints = run.fold_models()
     for k in range(run.n_folds):
         model, _ = model_from_checkpoint(checkpoints[k])
         yield k, fold_predictor(model, device=device, task=run.task, batch_size=batch_size)
