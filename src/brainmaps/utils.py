@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "atomic_write_text", "stable_hash"]
+__all__ = ["atomic_path", "atomic_write_text", "stable_hash", "write_tsv"]
 
 
 @contextlib.contextmanager
@@ -55,6 +55,28 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` atomically (see :func:`atomic_path`)."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def write_tsv(table: Any, path: str | os.PathLike, float_format: str | None = "%.6g") -> Path:
+    """Write a pandas DataFrame as a tab-separated file, atomically, without its index.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        The table to write.
+    path : str or os.PathLike
+        Destination; its folder is created if missing.
+    float_format : str or None
+        ``printf``-style format of floats (``None`` writes them at full precision).
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, sep="\t", index=False, float_format=float_format)
+    return Path(path)
 
 
 def stable_hash(obj: Any, length: int = 16) -> str:

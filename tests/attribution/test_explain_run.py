@@ -10,12 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from nilearn.datasets import load_mni152_template
 from sklearn.metrics import roc_auc_score
 
 from brainmaps.attribution.cohort import explain_run
 from brainmaps.cli.main import main
 from brainmaps.data.io import load_img
-from brainmaps.data.preprocess import mni_brain_mask, resample_to_grid
+from brainmaps.data.preprocess import mni_brain_mask, mni_grid, resample_to_grid
 from brainmaps.data.run_folder import open_run
 from brainmaps.exceptions import ConfigError
 
@@ -133,24 +134,38 @@ def test_class_mean_maps_find_the_planted_effect(localisation_run, tiny_cohort, 
     assert auc >= 0.65, f"{method}: ROC AUC {auc:.3f} (t-map oracle {oracle:.3f})"
 
 
-def test_guided_backprop_is_class_insensitive(localisation_run):
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_guided_backprop_is_class_insensitive(seed):
     """Guided backprop's maps barely depend on the class explained (Nie et al. 2018;
     Adebayo et al. 2018): it mostly reconstructs image edges, which is why it does not
     localise the planted effect (class-mean AUC 0.42-0.60 in our measurements) and is
-    kept for comparison with Kan et al. only."""
-    from brainmaps.attribution import create_method
-    from brainmaps.training.checkpoints import model_from_checkpoint
+    kept for comparison with Kan et al. only.
 
-    run = open_run(localisation_run)
-    model, _ = model_from_checkpoint(run.checkpoints()[0])
-    volumes = run.volumes()
-    x = torch.from_numpy(np.stack([volumes[i] for i in run.indices(0)[:4]]))[:, None]
+    A hand-built model makes the answer known: its second logit is minus the first, so
+    the plain gradients of the two classes are exactly opposite (correlation -1), while
+    guided backprop's maps stay alike (0.70-0.79 over seeds 0-5, 1 and 2 threads)."""
+    from brainmaps.attribution import create_method
+    from brainmaps.models import create_model
+
+    shape = (36, 44, 36)
+    template = resample_to_grid(load_mni152_template(resolution=2), mni_grid(shape))
+    volume = torch.from_numpy(((template - template.mean()) / template.std()).astype(np.float32))
+    torch.manual_seed(seed)
+    model = create_model(
+        "xin2019", in_channels=1, n_classes=2, input_shape=list(shape), channels=[8, 16, 32]
+    )
+    last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight[1] = -last.weight[0]
+        last.bias[1] = -last.bias[0]
+    noise = torch.randn(4, 1, *shape, generator=torch.Generator().manual_seed(seed))
+    x = volume[None, None] + 0.3 * noise
     gbp = create_method("guided_backprop", model)
     a, b = gbp.attribute(x, target=0).numpy(), gbp.attribute(x, target=1).numpy()
     grad = create_method("gradient", model, absolute=False)
     g0, g1 = grad.attribute(x, target=0).numpy(), grad.attribute(x, target=1).numpy()
-    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.6  # measured 0.75
-    assert np.corrcoef(g0.ravel(), g1.ravel())[0, 1] < 0
+    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.6
+    assert np.corrcoef(g0.ravel(), g1.ravel())[0, 1] < -0.999
 
 
 def test_resume_recomputes_only_missing_maps(explained):
