@@ -91,11 +91,11 @@ def localisation(run_dir: Path, methods: list[str], n_folds: int) -> dict[str, f
 
     from brainmaps.data.io import load_img
     from brainmaps.data.preprocess import mni_brain_mask, resample_to_grid
-    from brainmaps.data.run_folder import open_run
-    from brainmaps.training.checkpoints import model_from_checkpoint
+    from brainmaps.run.folder import open_run
+    from brainmaps.models.checkpoints import model_from_checkpoint
 
     run = open_run(run_dir)
-    source = Path(run.config["data"]["source"])
+    source = Path(run.config.data.source)
     truth = resample_to_grid(load_img(source / "ground_truth_mask.nii.gz"), run.grid, 0) > 0.5
     brain = mni_brain_mask(run.grid)
     volumes = run.volumes()

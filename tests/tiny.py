@@ -10,15 +10,25 @@ TINY_CHANNELS = [8, 16, 32]
 def tiny_config(source, out, cache, **training):
     """A RunConfig for a 3-fold tiny run on :data:`TINY_GRID` (seconds on 2 cores)."""
     from brainmaps.data.preprocess import PreprocessConfig
-    from brainmaps.training.config import DataConfig, ModelConfig, RunConfig, TrainingConfig
+    from brainmaps.run.config import (
+        DataConfig,
+        ExecutionConfig,
+        ModelConfig,
+        RunConfig,
+        TrainingConfig,
+    )
 
     settings = {"folds": 3, "epochs": 20, "lr": 1e-3, "batch_size": 4, "seed": 7}
-    settings["cache_dir"] = str(cache)
     settings.update(training)
+    execution = {"cache_dir": str(cache), "progress": False}
+    for key in ("device", "n_jobs", "num_workers"):
+        if key in settings:
+            execution[key] = settings.pop(key)
     return RunConfig(
         data=DataConfig(source=str(source), target="group"),
         preprocess=PreprocessConfig(grid_shape=TINY_GRID),
         model=ModelConfig(options={"channels": TINY_CHANNELS}),
         training=TrainingConfig(**settings),
         out=str(out),
+        execution=ExecutionConfig(**execution),
     )

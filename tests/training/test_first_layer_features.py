@@ -15,7 +15,7 @@ from torch import nn
 
 from brainmaps.analysis.group_stats import count_larger
 from brainmaps.cli import first_layer as cli
-from brainmaps.data.run_folder import open_run
+from brainmaps.run.folder import open_run
 from brainmaps.exceptions import ConfigError, ShapeError
 from brainmaps.models import create_model
 from brainmaps.training.features import (
@@ -151,7 +151,7 @@ def test_run_table_has_every_filter_fold_and_feature(analysed):
         "fold", "filter", "feature", "test", "statistic", "p", "q",
         f"mean_{a}", f"mean_{b}", "larger_in", "significant",
     ]  # fmt: skip
-    n_filters = run.config["model"]["options"]["channels"][0]
+    n_filters = run.config.model.options["channels"][0]
     assert len(table) == run.n_folds * n_filters * 2
     counts = table.groupby(["fold", "feature"]).size()
     assert set(counts) == {n_filters}

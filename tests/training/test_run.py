@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from brainmaps.exceptions import CohortError, ConfigError, DataLeakageError
-from brainmaps.training.checkpoints import load_checkpoint
-from brainmaps.training.config import TrainingConfig
+from brainmaps.models.checkpoints import load_checkpoint
+from brainmaps.run.config import TrainingConfig
 from brainmaps.training.run import train_run
 from tiny import TINY_GRID, tiny_config
 

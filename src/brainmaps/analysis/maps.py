@@ -13,8 +13,9 @@ import nibabel as nib
 import numpy as np
 
 from brainmaps.data.preprocess import mni_brain_mask
-from brainmaps.data.run_folder import RunFolder, open_run
-from brainmaps.exceptions import ConfigError, ImageError
+from brainmaps.run.folder import RunFolder, open_run
+from brainmaps.exceptions import ConfigError
+from brainmaps.validation import check_img
 
 __all__ = [
     "as_img",
@@ -49,24 +50,11 @@ def as_img(img: nib.Nifti1Image | str | os.PathLike, name: str = "img") -> nib.N
     Raises
     ------
     ImageError
-        If the file is missing or unreadable, or the image is not 3D.
+        If the file is missing, unreadable or too large, the image is not 3D, its affine
+        is invalid or it holds non-finite values (see
+        :func:`brainmaps.validation.check_img`).
     """
-    if isinstance(img, str | os.PathLike):
-        path = Path(img).expanduser()
-        if not path.is_file():
-            raise ImageError(f"{name}: {path} does not exist; pass a NIfTI file or an image.")
-        try:
-            img = nib.load(path)
-        except Exception as err:
-            raise ImageError(f"{name}: {path} is not a readable NIfTI file ({err}).") from err
-    if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
-        raise ImageError(f"{name}: expected a NIfTI image or path, got {type(img).__name__}.")
-    data = np.asarray(img.dataobj, dtype=np.float32)
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        raise ImageError(f"{name}: expected a 3D image, got shape {data.shape}; pass one volume.")
-    return nib.Nifti1Image(data, img.affine)
+    return check_img(img, name=name, contrast=False)
 
 
 def list_map_methods(run: str | os.PathLike | RunFolder) -> list[str]:
@@ -154,7 +142,7 @@ def ground_truth_mask(
     """
     if kind not in ("group", "age"):
         raise ConfigError(f"kind must be 'group' or 'age', got {kind!r}.")
-    source = (_run(run).config.get("data") or {}).get("source")
+    source = _run(run).config.data.source
     if not source:
         return None
     name = "ground_truth_mask.nii.gz" if kind == "group" else "ground_truth_age_mask.nii.gz"

@@ -16,10 +16,10 @@ from tqdm.auto import tqdm
 
 from brainmaps.attribution.base import create_method, get_method, method_options
 from brainmaps.data.io import load_img, save_img
-from brainmaps.data.run_folder import RunFolder, open_run
+from brainmaps.run.folder import RunFolder, open_run
 from brainmaps.exceptions import ConfigError
-from brainmaps.training.checkpoints import model_from_checkpoint
-from brainmaps.training.loop import resolve_device
+from brainmaps.models.checkpoints import model_from_checkpoint
+from brainmaps.models.device import resolve_device
 from brainmaps.utils import atomic_path
 
 __all__ = ["class_means", "explain_run", "map_filename", "occlusion_cohort_map"]

@@ -32,7 +32,7 @@ from brainmaps.baselines.voxels import (
     voxel_matrix,
 )
 from brainmaps.data.preprocess import mni_brain_mask
-from brainmaps.data.run_folder import RunFolder, open_run
+from brainmaps.run.folder import RunFolder, open_run
 from brainmaps.exceptions import BrainmapsWarning, ConfigError
 from brainmaps.utils import atomic_path
 
@@ -128,7 +128,7 @@ def _write_results(run: RunFolder, results: dict[str, BaselineResult], out: Path
     for m, r in results.items():
         if r.importances is not None:
             _write_tsv(r.importances, out / f"importances_{m}.tsv")
-            title = f"{m}: top features ({run.config.get('data', {}).get('target', '')})"
+            title = f"{m}: top features ({run.config.data.target})"
             plot_importances(
                 r.importances,
                 out / f"importances_{m}.png",
@@ -265,7 +265,7 @@ def run_baselines(
     run = open_run(run_dir)
     table = None
     if any(m in TABULAR_MODELS for m in models):  # read first: fail before the slow part
-        target = run.config.get("data", {}).get("target")
+        target = run.config.data.target
         exclude = [target] if target else []
         table = load_features(features, run.table["subject"], run.table["session"], exclude=exclude)
     splits = [(run.indices(k, "fit"), run.indices(k, "test")) for k in range(run.n_folds)]

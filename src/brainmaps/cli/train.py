@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from brainmaps.cli._args import argument_type
 from brainmaps.data.preprocess import parse_grid
+from brainmaps.evaluation.metrics import format_metrics_table
 from brainmaps.exceptions import ConfigError
-from brainmaps.training.config import RunConfig, load_config
-from brainmaps.training.metrics import format_metrics_table
+from brainmaps.run.config import RunConfig, load_config
 from brainmaps.training.run import train_run
+from brainmaps.validation import check_output_dir
+
+_grid = argument_type(parse_grid)  # keeps parse_grid's explanation in the error
 
 # (flag, config section, key, type, help); every flag defaults to None so that an option
 # given on the command line overrides the same key of a --config file, and nothing else.
@@ -18,7 +22,7 @@ _OPTIONS = (
     ("--path-col", "data", "path_col", str, "image path column of a table"),
     ("--suffix", "data", "suffix", str, "BIDS image suffix (default T1w)"),
     ("--task", "data", "task", str, "auto | classification | regression"),
-    ("--grid", "preprocess", "grid_shape", parse_grid, "model grid XxYxZ (default 58x70x58)"),
+    ("--grid", "preprocess", "grid_shape", _grid, "model grid XxYxZ (default 58x70x58)"),
     ("--normalization", "preprocess", "normalization", str, "zscore | minmax | none"),
     ("--model", "model", "name", str, "architecture (default xin2019)"),
     ("--folds", "training", "folds", int, "outer CV folds (default 10)"),
@@ -28,10 +32,10 @@ _OPTIONS = (
     ("--batch-size", "training", "batch_size", int, "mini-batch size (default 8)"),
     ("--seed", "training", "seed", int, "random seed (default 42)"),
     ("--val-fraction", "training", "val_fraction", float, "inner validation fraction (0.1)"),
-    ("--device", "training", "device", str, "auto | cpu | cuda"),
-    ("--n-jobs", "training", "n_jobs", int, "parallel preprocessing jobs (default 1)"),
-    ("--num-workers", "training", "num_workers", int, "DataLoader workers (default 0)"),
-    ("--cache-dir", "training", "cache_dir", str, "preprocessed-volume cache folder"),
+    ("--device", "execution", "device", str, "auto | cpu | cuda"),
+    ("--n-jobs", "execution", "n_jobs", int, "parallel preprocessing jobs (default 1)"),
+    ("--num-workers", "execution", "num_workers", int, "DataLoader workers (default 0)"),
+    ("--cache-dir", "execution", "cache_dir", str, "preprocessed-volume cache folder"),
 )
 
 
@@ -69,7 +73,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """Merge a --config file (if any) with the options given on the command line."""
     raw = load_config(args.config).to_dict() if args.config else {"data": {}}
-    for section in ("data", "preprocess", "model", "training"):
+    for section in ("data", "preprocess", "model", "training", "execution"):
         raw.setdefault(section, {})
     if args.source is not None:
         raw["data"]["source"] = args.source
@@ -85,6 +89,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         raw["data"]["drop_missing"] = True
     if args.no_amp:
         raw["training"]["amp"] = False
+    raw["execution"]["progress"] = not args.no_progress
     for key in ("source", "target"):
         if not raw["data"].get(key):
             hint = "SOURCE argument" if key == "source" else "--target COLUMN"
@@ -94,8 +99,11 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``brainmaps train``."""
+    for flag, path in (("--out", args.out), ("--cache-dir", args.cache_dir)):
+        if path is not None:
+            check_output_dir(path, flag)
     config = config_from_args(args)
-    result = train_run(config, progress=not args.no_progress)
+    result = train_run(config)
     if result.resumed_folds:
         print(f"resumed: folds {result.resumed_folds} were already trained")
     print(format_metrics_table(result.metrics))

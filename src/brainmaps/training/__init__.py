@@ -1,33 +1,48 @@
-"""Training: configuration, cross-validation, the training loop, checkpoints, ensembles."""
+"""Training: the training loop, cross-validated runs, ensembles.
 
-from brainmaps.training.checkpoints import load_checkpoint, model_from_checkpoint, save_checkpoint
-from brainmaps.training.config import (
-    DataConfig,
-    ModelConfig,
-    RunConfig,
-    TrainingConfig,
-    load_config,
-)
-from brainmaps.training.cross_validation import check_no_leakage, inner_split, make_folds
-from brainmaps.training.ensembles import predict_run
-from brainmaps.training.metrics import classification_metrics, regression_metrics
-from brainmaps.training.run import RunResult, train_run
+Cross-validation splits and metrics live in :mod:`brainmaps.evaluation`. The names below
+are imported on first use (PEP 562), so ``import brainmaps.training`` does not load torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # what static tools see; at run time names load on first use (PEP 562)
+    from brainmaps.models.checkpoints import load_checkpoint, model_from_checkpoint, save_checkpoint
+    from brainmaps.training.ensembles import predict_run
+    from brainmaps.training.run import RunResult, train_run
+
+#: Module (relative to this package, or absolute) -> the public names it defines,
+#: exported here and imported on first use.
+_SUBMODULES: dict[str, tuple[str, ...]] = {
+    "brainmaps.models.checkpoints": ("load_checkpoint", "model_from_checkpoint", "save_checkpoint"),
+    ".ensembles": ("predict_run",),
+    ".run": ("RunResult", "train_run"),
+}
+_EXPORTS = {name: module for module, names in _SUBMODULES.items() for name in names}
 
 __all__ = [
-    "DataConfig",
-    "ModelConfig",
-    "RunConfig",
     "RunResult",
-    "TrainingConfig",
-    "check_no_leakage",
-    "classification_metrics",
-    "inner_split",
     "load_checkpoint",
-    "load_config",
-    "make_folds",
     "model_from_checkpoint",
     "predict_run",
-    "regression_metrics",
     "save_checkpoint",
     "train_run",
 ]
+
+
+def __getattr__(name: str):
+    """Import the module that defines ``name`` on first access (PEP 562)."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    """List the public names with the module's globals (PEP 562)."""
+    return sorted({*globals(), *__all__})

@@ -11,32 +11,28 @@ import pandas as pd
 
 from brainmaps.data.preprocess import preprocess_img
 from brainmaps.exceptions import ConfigError
-from brainmaps.training.checkpoints import model_from_checkpoint
-from brainmaps.training.config import load_config
-from brainmaps.training.loop import predict_volumes
+from brainmaps.models.checkpoints import model_from_checkpoint
+from brainmaps.models.predict import predict_volumes
+from brainmaps.run.folder import RunFolder, open_run
+from brainmaps.tasks import get_task
 
 __all__ = ["fold_checkpoints", "predict_run"]
 
 
-def fold_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
-    """Return the ``fold-<k>/model.pt`` files of a run, in fold order.
+def fold_checkpoints(run_dir: str | os.PathLike | RunFolder) -> list[Path]:
+    """Return the fold checkpoint files of a run, in fold order.
 
     Raises
     ------
     ConfigError
         If ``run_dir`` is not a run folder or holds no finished fold.
     """
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise ConfigError(
-            f"{run_dir} is not a brainmaps run folder (no config.yaml); give the --out folder "
-            "of 'brainmaps train'."
-        )
-    paths = sorted(run_dir.glob("fold-*/model.pt"), key=lambda p: int(p.parent.name[5:]))
+    run = open_run(run_dir)
+    paths = run.checkpoints()
     if not paths:
         raise ConfigError(
-            f"run folder {run_dir} has no trained fold (fold-*/model.pt); finish or resume "
-            "'brainmaps train' first."
+            f"run folder {run.path} has no trained fold (no {run.layout.CHECKPOINT} in its "
+            "fold folders); finish or resume 'brainmaps train' first."
         )
     return paths
 
@@ -73,8 +69,9 @@ def predict_run(
     """
     if not images:
         raise ConfigError("no images to predict; give one or more NIfTI files.")
-    checkpoints = fold_checkpoints(run_dir)
-    prep = load_config(Path(run_dir) / "config.yaml").preprocess
+    run = open_run(run_dir)
+    checkpoints = fold_checkpoints(run)
+    prep = run.preprocess
     volumes = np.stack([preprocess_img(p, prep) for p in images])
     indices = np.arange(len(volumes))
     outputs, meta = [], {}
@@ -93,7 +90,7 @@ def predict_run(
         )
     stacked = np.stack(outputs)
     table = pd.DataFrame({"path": [str(p) for p in images]})
-    if meta["task"] == "regression":
+    if not get_task(meta["task"]).is_classification:
         table["prediction"] = stacked.mean(axis=0).ravel()
         table["prediction_std"] = stacked.std(axis=0).ravel()
     else:

@@ -44,10 +44,11 @@ from tqdm.auto import tqdm
 
 from brainmaps.analysis.group_stats import TESTS, compare_groups, count_larger
 from brainmaps.data.preprocess import mni_brain_mask
-from brainmaps.data.run_folder import RunFolder, open_run
+from brainmaps.run.folder import RunFolder, open_run
 from brainmaps.exceptions import ConfigError, ShapeError
-from brainmaps.training.checkpoints import model_from_checkpoint
-from brainmaps.training.loop import resolve_device
+from brainmaps.models.checkpoints import model_from_checkpoint
+from brainmaps.models.device import resolve_device
+from brainmaps.models.tracing import ACTIVATIONS, receptive_field
 from brainmaps.utils import atomic_path
 
 __all__ = [
@@ -62,11 +63,6 @@ __all__ = [
 #: Where the first-layer activations are taken.
 STAGES = ("relu", "conv")
 FEATURES = ("mean_activation", "entropy")
-_ACTIVATIONS = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU,
-    nn.GELU, nn.SiLU, nn.Mish, nn.Softplus, nn.Tanh, nn.Sigmoid, nn.Hardtanh,
-    nn.Hardswish, nn.Hardsigmoid,
-)  # fmt: skip
 
 
 class _Stop(Exception):
@@ -106,7 +102,7 @@ def first_layer(model: nn.Module, stage: str = "relu") -> tuple[nn.Conv3d, str, 
             conv = module
             if stage == "conv":
                 return conv, name, module
-        elif conv is not None and isinstance(module, _ACTIVATIONS):
+        elif conv is not None and isinstance(module, ACTIVATIONS):
             return conv, name, module
     if conv is None:
         raise ConfigError(
@@ -117,21 +113,6 @@ def first_layer(model: nn.Module, stage: str = "relu") -> tuple[nn.Conv3d, str, 
         f"{type(model).__name__} has no activation module after its first Conv3d (it may "
         "use a functional nonlinearity); use stage='conv'."
     )
-
-
-def _conv_geometry(conv: nn.Conv3d) -> list[tuple[int, int, int, int]]:
-    """(kernel, stride, left padding, dilation) per spatial axis."""
-    out = []
-    for ax in range(3):
-        k, s, d = conv.kernel_size[ax], conv.stride[ax], conv.dilation[ax]
-        if conv.padding == "valid":
-            p = 0
-        elif conv.padding == "same":
-            p = d * (k - 1) // 2
-        else:
-            p = conv.padding[ax]
-        out.append((k, s, p, d))
-    return out
 
 
 def feature_mask(mask: np.ndarray, conv: nn.Conv3d, out_shape: Sequence[int]) -> np.ndarray:
@@ -156,14 +137,17 @@ def feature_mask(mask: np.ndarray, conv: nn.Conv3d, out_shape: Sequence[int]) ->
     mask = np.asarray(mask, dtype=bool)
     if mask.ndim != 3 or len(out_shape) != 3:
         raise ShapeError(f"mask and out_shape must be 3D, got {mask.shape} and {out_shape}.")
+    field = receptive_field([conv], mask.ndim)
+    axes = zip(mask.shape, out_shape, field.offset, field.stride, strict=True)
     index, valid = [], []
-    for n_in, n_out, (k, s, p, d) in zip(mask.shape, out_shape, _conv_geometry(conv), strict=True):
-        centre = np.floor(np.arange(n_out) * s - p + d * (k - 1) / 2).astype(int)
-        ok = (centre >= 0) & (centre < n_in)
+    for n_in, n_out, offset, stride in axes:
+        centre = np.floor(offset + stride * np.arange(n_out)).astype(int)
+        valid.append((centre >= 0) & (centre < n_in))
         index.append(np.clip(centre, 0, n_in - 1))
-        valid.append(ok)
     out = mask[np.ix_(*index)]
-    return out & valid[0][:, None, None] & valid[1][None, :, None] & valid[2][None, None, :]
+    for axis, ok in enumerate(valid):
+        out &= ok.reshape([-1 if a == axis else 1 for a in range(out.ndim)])
+    return out
 
 
 @torch.no_grad()

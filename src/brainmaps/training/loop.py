@@ -17,111 +17,15 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from brainmaps.exceptions import BrainmapsWarning, ConfigError, DataLeakageError, ShapeError
+from brainmaps.exceptions import BrainmapsWarning, ConfigError, DataLeakageError
+from brainmaps.models.device import resolve_device
+from brainmaps.models.predict import VolumeDataset, check_indices
+from brainmaps.tasks import Task, get_task
 
-__all__ = ["TrainResult", "VolumeDataset", "predict_volumes", "resolve_device", "train_model"]
-
-_TASKS = ("classification", "regression")
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """Turn ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:<n>"`` into a :class:`torch.device`.
-
-    Parameters
-    ----------
-    device : str or torch.device
-        ``"auto"`` picks CUDA when available, else the CPU.
-
-    Returns
-    -------
-    torch.device
-
-    Raises
-    ------
-    ConfigError
-        If CUDA is requested but not available, or the name is unknown.
-    """
-    name = str(device)
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cpu":
-        return torch.device("cpu")
-    if name == "cuda" or name.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise ConfigError(
-                f"device={name!r} was requested but CUDA is not available (torch "
-                f"{torch.__version__}); use --device cpu or auto."
-            )
-        resolved = torch.device(name)
-        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
-            raise ConfigError(
-                f"device={name!r} does not exist: {torch.cuda.device_count()} CUDA device(s) "
-                "found; use --device cuda or auto."
-            )
-        return resolved
-    raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda', got {name!r}.")
-
-
-class VolumeDataset(Dataset):
-    """Serve ``(volume, target)`` pairs from an indexable volume store.
-
-    Parameters
-    ----------
-    volumes : sequence of numpy.ndarray
-        Anything with ``len()`` and ``volumes[i] -> array`` of shape (X, Y, Z) or
-        (C, X, Y, Z), e.g. a memory-mapped cache; read lazily, one item at a time.
-    indices : sequence of int
-        Which volumes this dataset serves, in order.
-    targets : array-like, optional
-        One target per volume of ``volumes`` (not per index). Without targets the
-        dataset yields volumes only.
-
-    Notes
-    -----
-    Items are float32 tensors of shape (C, X, Y, Z): a channel axis is added to 3-D
-    volumes. Targets are int64 for integer labels, float32 otherwise.
-    """
-
-    def __init__(self, volumes, indices, targets=None) -> None:
-        self.volumes = volumes
-        self.indices = np.asarray(indices, dtype=np.int64).ravel()
-        _check_indices("indices", self.indices, len(volumes))
-        self.targets = None
-        if targets is not None:
-            targets = np.asarray(targets)
-            if len(targets) != len(volumes):
-                raise ShapeError(
-                    f"targets has {len(targets)} entries but volumes has {len(volumes)}; "
-                    "give one target per volume (indexed like volumes)."
-                )
-            is_int = targets.dtype.kind in "iub"
-            self.targets = torch.as_tensor(targets, dtype=torch.int64 if is_int else torch.float32)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int):
-        index = int(self.indices[i])
-        volume = np.array(self.volumes[index], dtype=np.float32, copy=True)
-        if volume.ndim == 3:
-            volume = volume[None]
-        elif volume.ndim != 4:
-            raise ShapeError(
-                f"volume {index} has shape {volume.shape}; expected (X, Y, Z) or (C, X, Y, Z)."
-            )
-        x = torch.from_numpy(volume)
-        return x if self.targets is None else (x, self.targets[index])
-
-
-def _check_indices(name: str, indices: np.ndarray, n: int) -> None:
-    if len(indices) and (indices.min() < 0 or indices.max() >= n):
-        raise ShapeError(
-            f"{name} holds positions outside 0..{n - 1} (min {indices.min()}, max "
-            f"{indices.max()}); they must index the volumes."
-        )
+__all__ = ["TrainResult", "train_model"]
 
 
 @dataclass
@@ -141,22 +45,20 @@ class TrainResult:
     target_stats : tuple of float or None
         ``(mean, std)`` of the training targets used to standardise regression targets;
         pass it to :func:`predict_volumes` to get predictions in target units.
-    task : str
+    task : Task
     """
 
     state_dict: dict
     best_epoch: int
     history: pd.DataFrame
     target_stats: tuple[float, float] | None = None
-    task: str = "classification"
+    task: Task | str = "classification"
 
 
-def _prepare_targets(targets, train_idx, task: str):
+def _prepare_targets(targets, train_idx, task: Task):
     """Return (targets as float/int array, target_stats)."""
     targets = np.asarray(targets)
-    if task not in _TASKS:
-        raise ConfigError(f"task must be one of {_TASKS}, got {task!r}.")
-    if task == "regression":
+    if not task.is_classification:
         values = targets.astype(np.float64)
         train = values[train_idx]
         if not np.all(np.isfinite(train)):
@@ -172,37 +74,13 @@ def _prepare_targets(targets, train_idx, task: str):
     return targets.astype(np.int64), None
 
 
-def _outputs(model: nn.Module, x: torch.Tensor, task: str) -> torch.Tensor:
-    out = model(x)
-    if task == "classification":
-        if out.dim() != 2:
-            raise ShapeError(f"a classifier must output (N, n_classes), got {tuple(out.shape)}.")
-        return out
-    if out.dim() == 2 and out.shape[1] == 1:
-        out = out[:, 0]
-    if out.dim() != 1:
-        raise ShapeError(
-            f"a regression model must output one value per sample (n_classes=1), got "
-            f"{tuple(out.shape)}; build the model with n_classes=1."
-        )
-    return out
-
-
-def _loss(out: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
-    out = out.float()
-    if task == "regression":
-        return nn.functional.mse_loss(out, y)
-    if int(y.max()) >= out.shape[1]:
-        raise ShapeError(
-            f"target class {int(y.max())} does not exist in a model with {out.shape[1]} "
-            "outputs; build the model with n_classes = number of classes."
-        )
-    return nn.functional.cross_entropy(out, y)
+def _outputs(model: nn.Module, x: torch.Tensor, task: Task) -> torch.Tensor:
+    return task.shape_outputs(model(x))
 
 
 @dataclass(frozen=True)
 class _Plan:
-    task: str
+    task: Task
     epochs: int
     lr: float
     batch_size: int
@@ -233,7 +111,7 @@ def _train_epoch(model, loader, optimizer, scaler, p: _Plan) -> float:
         x, y = x.to(p.device, non_blocking=True), y.to(p.device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(p.device.type, dtype=torch.float16, enabled=p.use_amp):
-            loss = _loss(_outputs(model, x, p.task), y, p.task)
+            loss = p.task.loss(_outputs(model, x, p.task), y)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
@@ -250,11 +128,8 @@ def _evaluate(model, loader, p: _Plan) -> tuple[float, float]:
         x, y = x.to(p.device, non_blocking=True), y.to(p.device, non_blocking=True)
         with torch.autocast(p.device.type, dtype=torch.float16, enabled=p.use_amp):
             out = _outputs(model, x, p.task)
-        loss_sum += float(_loss(out, y, p.task)) * len(x)
-        if p.task == "classification":
-            score_sum += float((out.argmax(dim=1) == y).sum())
-        else:
-            score_sum += float((out.float() - y).abs().sum()) * p.stats[1]
+        loss_sum += float(p.task.loss(out, y)) * len(x)
+        score_sum += p.task.score(out, y, p.stats[1] if p.stats else 1.0)
     return loss_sum / len(loader.dataset), score_sum / len(loader.dataset)
 
 
@@ -263,8 +138,8 @@ def _check_split(train_idx, val_idx, n: int) -> tuple[np.ndarray, np.ndarray]:
     val_idx = np.asarray([] if val_idx is None else val_idx, dtype=np.int64).ravel()
     if len(train_idx) == 0:
         raise ConfigError("train_idx is empty; a fold needs training volumes.")
-    _check_indices("train_idx", train_idx, n)
-    _check_indices("val_idx", val_idx, n)
+    check_indices("train_idx", train_idx, n)
+    check_indices("val_idx", val_idx, n)
     overlap = np.intersect1d(train_idx, val_idx)
     if len(overlap):
         raise DataLeakageError(
@@ -285,7 +160,7 @@ def train_model(
     train_idx: Sequence[int],
     val_idx: Sequence[int] | None,
     *,
-    task: str = "classification",
+    task: Task | str = "classification",
     epochs: int = 20,
     lr: float = 3e-4,
     batch_size: int = 8,
@@ -309,7 +184,8 @@ def train_model(
         Class indices (classification) or values (regression), one per volume.
     train_idx, val_idx : sequence of int
         Positions in ``volumes``; an empty ``val_idx`` keeps the last epoch.
-    task : {"classification", "regression"}
+    task : Task or {"classification", "regression"}
+        A task object of :mod:`brainmaps.tasks` or its name.
         Cross-entropy on logits, or MSE on standardised targets (the model must have
         one output; the mean/std of the training targets are in the result).
     epochs, batch_size : int
@@ -346,6 +222,7 @@ def train_model(
         raise ConfigError(f"lr must be positive, got {lr!r}.")
     dev = resolve_device(device)
     train_idx, val_idx = _check_split(train_idx, val_idx, len(volumes))
+    task = get_task(task)
     y, stats = _prepare_targets(targets, train_idx, task)
     use_amp = bool(amp) and dev.type == "cuda"
     desc = desc or "training"
@@ -391,66 +268,6 @@ def _fit(model, volumes, y, train_idx, val_idx, p: _Plan):
         bar.set_postfix(train_loss=f"{train_loss:.4f}", val_loss=f"{val_loss:.4f}")
     if best[2] is None:  # validation loss never finite: keep the last epoch
         best = (p.epochs, float("nan"), _snapshot(model))
-    score_name = "val_accuracy" if p.task == "classification" else "val_mae"
+    score_name = p.task.score_name
     columns = ["epoch", "train_loss", "val_loss", score_name, "seconds"]
     return best[0], best[2], pd.DataFrame(rows, columns=columns)
-
-
-@torch.no_grad()
-def predict_volumes(
-    model: nn.Module,
-    volumes,
-    indices: Sequence[int],
-    *,
-    batch_size: int = 8,
-    device: str | torch.device = "auto",
-    task: str = "classification",
-    target_stats: Sequence[float] | None = None,
-) -> np.ndarray:
-    """Predict volumes with a trained model, batch by batch, in eval mode without gradients.
-
-    The model's train/eval mode and device are restored afterwards.
-
-    Parameters
-    ----------
-    model : torch.nn.Module
-    volumes : sequence of numpy.ndarray
-        Indexable volume store (see :class:`VolumeDataset`).
-    indices : sequence of int
-        Which volumes to predict, in output order.
-    batch_size : int
-    device : {"auto", "cpu", "cuda"} or torch.device
-    task : {"classification", "regression"}
-    target_stats : (mean, std), optional
-        For regression: undo the target standardisation of :func:`train_model`
-        (``TrainResult.target_stats``).
-
-    Returns
-    -------
-    numpy.ndarray
-        Softmax probabilities of shape (n, n_classes), or regression outputs (n,).
-    """
-    if task not in _TASKS:
-        raise ConfigError(f"task must be one of {_TASKS}, got {task!r}.")
-    dev = resolve_device(device)
-    was_training = model.training
-    original_device = next(model.parameters()).device
-    dataset = VolumeDataset(volumes, indices)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    outputs = []
-    try:
-        model.to(dev).eval()
-        for x in loader:
-            out = _outputs(model, x.to(dev), task).float()
-            outputs.append(out.softmax(dim=1) if task == "classification" else out)
-    finally:
-        model.train(was_training)
-        model.to(original_device)
-    if not outputs:
-        n_out = getattr(model, "config", {}).get("n_classes", 0)
-        return np.empty((0, n_out) if task == "classification" else (0,), dtype=np.float32)
-    result = torch.cat(outputs).cpu().numpy()
-    if task == "regression" and target_stats is not None:
-        mean, std = (float(v) for v in target_stats)
-        result = result * std + mean
-    return result

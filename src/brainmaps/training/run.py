@@ -1,25 +1,24 @@
 """Cross-validated training of a run: cohort -> cache -> folds -> fold models -> metrics.
 
 :func:`train_run` is the one public verb. It writes the run folder documented in
-``DESIGN.md``::
+``DESIGN.md`` (every path comes from :class:`~brainmaps.run.layout.RunLayout`):
+``config.yaml``, ``execution.yaml``, ``cohort.tsv``, ``folds.tsv``, per fold
+``model.pt``, ``predictions.tsv`` and ``history.tsv``, then the out-of-fold
+``predictions.tsv`` and ``metrics.tsv``.
 
-    <out>/config.yaml        the resolved configuration (``--config`` replays it)
-    <out>/cohort.tsv         one row per scan: subject, session, label, y, source path, cache slot
-    <out>/folds.tsv          one row per (fold, scan): role train / val / test
-    <out>/fold-<k>/model.pt  state_dict + metadata (loaded with weights_only=True)
-    <out>/fold-<k>/predictions.tsv, history.tsv
-    <out>/predictions.tsv    out-of-fold predictions of every scan
-    <out>/metrics.tsv        per-fold metrics, then mean and std rows
-
-A fold whose ``model.pt`` exists is not trained again, so an interrupted run resumes
-where it stopped.
+Everything is validated (cohort, labels, folds, grid, model) before the first file is
+written; the run folder is locked while it is written, so a second ``train`` on the same
+folder fails with a clear error. A fold counts as done only when its checkpoint loads and
+its predictions are complete and finite, so an interrupted or broken fold is trained
+again on resume; a fold whose training loss stops being finite fails with a clear error
+and leaves nothing that looks finished.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,27 +28,32 @@ import torch
 from brainmaps import __version__
 from brainmaps.data.cache import CachedVolumes, cache_volumes
 from brainmaps.data.cohort import Cohort, load_cohort
-from brainmaps.exceptions import ConfigError
-from brainmaps.models import create_model
-from brainmaps.training.checkpoints import save_checkpoint
-from brainmaps.training.config import RunConfig, load_config
-from brainmaps.training.cross_validation import (
+from brainmaps.evaluation.metrics import summarize_folds, task_metrics
+from brainmaps.evaluation.splitters import (
     check_class_counts,
     inner_split,
     make_folds,
     read_folds,
 )
-from brainmaps.training.loop import predict_volumes, train_model
-from brainmaps.training.metrics import (
-    classification_metrics,
-    regression_metrics,
-    summarize_folds,
-)
-from brainmaps.utils import atomic_path
+from brainmaps.exceptions import BrainmapsError, ConfigError
+from brainmaps.models import create_model
+from brainmaps.models.checkpoints import load_checkpoint, save_checkpoint
+from brainmaps.models.predict import predict_volumes
+from brainmaps.run.config import RunConfig, load_config
+from brainmaps.run.folder import write_execution
+from brainmaps.run.layout import RunLayout
+from brainmaps.run.lock import run_lock
+from brainmaps.tasks import Task, get_task
+from brainmaps.training.loop import train_model
+from brainmaps.utils import write_tsv
 
-__all__ = ["RunResult", "load_run_cohort", "train_run"]
+__all__ = ["RunResult", "TrainingDivergedError", "load_run_cohort", "train_run"]
 
 log = logging.getLogger(__name__)
+
+
+class TrainingDivergedError(BrainmapsError):
+    """The training loss of a fold stopped being finite."""
 
 
 @dataclass
@@ -74,34 +78,33 @@ class RunResult:
     resumed_folds: list[int]
 
 
-def _write_tsv(df: pd.DataFrame, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        df.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
-
-
-def _check_run_folder(config: RunConfig, out: Path) -> None:
+def _check_run_folder(config: RunConfig, layout: RunLayout) -> None:
     """Refuse to mix two different configurations in one run folder."""
-    existing = out / "config.yaml"
-    if not existing.exists():
+    if not layout.config.exists():
         return
-    old = load_config(existing).to_dict()
-    new = config.to_dict()
-    diffs = [
-        f"{section}.{key}"
-        for section in ("data", "preprocess", "model", "training")
-        for key in set(old[section]) | set(new[section])
-        if old[section].get(key) != new[section].get(key)
-    ]
+    diffs = config.differences(load_config(layout.config))
     if diffs:
         raise ConfigError(
-            f"run folder {out} already holds a run with another configuration "
-            f"(differs in {', '.join(sorted(diffs))}); choose a new --out, or delete the "
+            f"run folder {layout.root} already holds a run with another configuration "
+            f"(differs in {', '.join(diffs)}); choose a new --out, or delete the "
             "folder to start again."
         )
 
 
+def _check_out(layout: RunLayout) -> None:
+    """``--out`` must be a folder (or creatable as one)."""
+    for parent in (layout.root, *layout.root.parents):
+        if parent.exists() and not parent.is_dir():
+            raise ConfigError(
+                f"--out {layout.root}: {parent} is a file, not a folder; choose another "
+                "--out (a new or existing folder)."
+            )
+        if parent.exists():
+            return
+
+
 def load_run_cohort(config: RunConfig) -> Cohort:
-    """Load the cohort a configuration points at (paths relative to the working dir)."""
+    """Load the cohort a configuration points at."""
     d = config.data
     return load_cohort(
         d.source,
@@ -114,12 +117,16 @@ def load_run_cohort(config: RunConfig) -> Cohort:
     )
 
 
+def _task(cohort: Cohort) -> Task:
+    return get_task(cohort.task, cohort.classes)
+
+
 def _assign_folds(config: RunConfig, cohort: Cohort) -> np.ndarray:
     t = config.training
     subjects = cohort.subjects
     if t.folds_file:
         return _read_user_folds(Path(t.folds_file), subjects)
-    if cohort.task == "classification":
+    if _task(cohort).is_classification:
         check_class_counts(cohort.labels, t.folds, classes=cohort.classes, subjects=subjects)
     return make_folds(subjects, cohort.labels, n_folds=t.folds, seed=t.seed, task=cohort.task)
 
@@ -162,21 +169,50 @@ def _fold_roles(config: RunConfig, cohort: Cohort, folds: np.ndarray) -> pd.Data
     return pd.concat(rows, ignore_index=True)[["fold", "subject", "session", "role"]]
 
 
-def _prepare(config: RunConfig, out: Path, progress: bool) -> tuple:
+def _model_config(config: RunConfig, cohort: Cohort, in_channels: int) -> dict:
+    return {
+        "in_channels": in_channels,
+        "n_classes": _task(cohort).n_outputs,
+        "input_shape": list(config.preprocess.grid_shape),
+        **config.model.options,
+    }
+
+
+def _check_model(config: RunConfig, cohort: Cohort) -> None:
+    """Build the network once on the meta device, so a bad model/grid fails before writing."""
+    try:
+        with torch.device("meta"):
+            create_model(config.model.name, **_model_config(config, cohort, 1))
+    except BrainmapsError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"model {config.model.name!r} cannot be built for grid "
+            f"{'x'.join(map(str, config.preprocess.grid_shape))} with options "
+            f"{config.model.options}: {exc}"
+        ) from None
+
+
+def _prepare(config: RunConfig, layout: RunLayout) -> tuple:
+    """Validate everything, then write config, cohort and folds (nothing written before)."""
+    execution = config.execution
     cohort = load_run_cohort(config)
+    folds = _assign_folds(config, cohort)
+    roles = _fold_roles(config, cohort, folds)
+    _check_model(config, cohort)
+    _check_run_folder(config, layout)
     volumes = cache_volumes(
         cohort.table["path"].tolist(),
         config.preprocess,
-        config.training.resolved_cache_dir(),
-        n_jobs=config.training.n_jobs,
-        progress=progress,
+        execution.resolved_cache_dir(),
+        n_jobs=execution.n_jobs,
+        progress=execution.progress,
     )
-    folds = _assign_folds(config, cohort)
-    roles = _fold_roles(config, cohort, folds)
     table = cohort.table.assign(cache_slot=volumes.slots, test_fold=folds)
-    config.to_yaml(out / "config.yaml")
-    _write_tsv(table, out / "cohort.tsv")
-    _write_tsv(roles, out / "folds.tsv")
+    config.to_yaml(layout.config)
+    write_execution(layout, execution)
+    write_tsv(table, layout.cohort)
+    write_tsv(roles, layout.folds)
     return cohort, volumes, roles
 
 
@@ -197,29 +233,18 @@ def _metadata(config: RunConfig, cohort: Cohort, model_config: dict, fold: int) 
     }
 
 
-def _n_outputs(cohort: Cohort) -> int:
-    return len(cohort.classes) if cohort.task == "classification" else 1
+def _in_channels(volumes: CachedVolumes) -> int:
+    shape = np.shape(volumes[0]) if len(volumes) else ()
+    return int(shape[0]) if len(shape) == 4 else 1
 
 
-def _train_fold(
-    config: RunConfig,
-    cohort: Cohort,
-    volumes: CachedVolumes,
-    roles: pd.DataFrame,
-    k: int,
-    progress: bool,
-) -> None:
-    t = config.training
+def _train_fold(config, cohort, volumes, roles, k: int, layout: RunLayout) -> None:
+    t, execution = config.training, config.execution
     fold_roles = roles.loc[roles["fold"] == k, "role"].to_numpy()
-    train_idx = np.flatnonzero(fold_roles == "train")
-    val_idx = np.flatnonzero(fold_roles == "val")
-    test_idx = np.flatnonzero(fold_roles == "test")
-    model_config = {
-        "in_channels": 1,
-        "n_classes": _n_outputs(cohort),
-        "input_shape": list(config.preprocess.grid_shape),
-        **config.model.options,
-    }
+    train_idx, val_idx, test_idx = (
+        np.flatnonzero(fold_roles == r) for r in ("train", "val", "test")
+    )
+    model_config = _model_config(config, cohort, _in_channels(volumes))
     torch.manual_seed(t.seed + k)
     model = create_model(config.model.name, **model_config)
     start = time.perf_counter()
@@ -229,61 +254,92 @@ def _train_fold(
         cohort.labels,
         train_idx,
         val_idx,
-        task=cohort.task,
+        task=_task(cohort),
         epochs=t.epochs,
         lr=t.lr,
         batch_size=t.batch_size,
         seed=t.seed + k,
-        device=t.device,
+        device=execution.device,
         amp=t.amp,
-        progress=progress,
-        num_workers=t.num_workers,
+        progress=execution.progress,
+        num_workers=execution.num_workers,
         desc=f"fold {k + 1}/{int(roles['fold'].max()) + 1}",
     )
+    _check_finite(result.history, k, t.lr)
     model.load_state_dict(result.state_dict)
     outputs = predict_volumes(
         model,
         volumes,
         test_idx,
         batch_size=t.batch_size,
-        device=t.device,
-        task=cohort.task,
-        target_stats=getattr(result, "target_stats", None),
+        device=execution.device,
+        task=_task(cohort),
+        target_stats=result.target_stats,
     )
-    fold_dir = Path(config.out) / f"fold-{k}"
-    _write_tsv(_prediction_frame(cohort, test_idx, outputs, k), fold_dir / "predictions.tsv")
-    _write_tsv(result.history, fold_dir / "history.tsv")
+    if not np.all(np.isfinite(outputs)):
+        raise TrainingDivergedError(
+            f"fold {k}: the trained model predicts non-finite values; training diverged. "
+            f"Lower the learning rate (--lr, now {t.lr:g}) and run the same command again."
+        )
+    write_tsv(_prediction_frame(cohort, test_idx, outputs, k), layout.fold_predictions(k))
+    write_tsv(result.history, layout.fold_history(k))
     meta = _metadata(config, cohort, model_config, k)
     meta["best_epoch"] = int(result.best_epoch)
     meta["train_seconds"] = round(time.perf_counter() - start, 3)
-    if getattr(result, "target_stats", None) is not None:
+    if result.target_stats is not None:
         meta["target_stats"] = [float(v) for v in result.target_stats]
-    save_checkpoint(fold_dir / "model.pt", result.state_dict, meta)  # written last: fold done
+    save_checkpoint(layout.checkpoint(k), result.state_dict, meta)  # written last: fold done
+
+
+def _check_finite(history: pd.DataFrame, k: int, lr: float) -> None:
+    bad = history.loc[~np.isfinite(history["train_loss"].to_numpy(dtype=float)), "epoch"]
+    if len(bad):
+        raise TrainingDivergedError(
+            f"fold {k}: the training loss is not finite from epoch {int(bad.iloc[0])} on; "
+            f"training diverged. Lower the learning rate (--lr, now {lr:g}) and run the same "
+            "command again (finished folds are kept)."
+        )
 
 
 def _prediction_frame(cohort: Cohort, idx: np.ndarray, outputs: np.ndarray, k: int):
     rows = cohort.table.iloc[idx][["subject", "session", "label", "y"]].reset_index(drop=True)
     rows.insert(0, "fold", k)
-    if cohort.task == "regression":
-        return rows.assign(prediction=np.asarray(outputs, dtype=float).ravel())
-    probs = pd.DataFrame(outputs, columns=[f"p_{c}" for c in cohort.classes])
-    pred = np.asarray(cohort.classes, dtype=object)[outputs.argmax(axis=1)]
-    return pd.concat([rows, probs], axis=1).assign(predicted=pred)
+    return _task(cohort).prediction_frame(rows, outputs)
+
+
+def _read_predictions(path: Path) -> pd.DataFrame:
+    return pd.read_csv(
+        path,
+        sep="\t",
+        dtype={"subject": str, "session": str, "label": str},
+        keep_default_na=False,
+    )
+
+
+def _fold_done(layout: RunLayout, k: int, cohort: Cohort, roles: pd.DataFrame) -> bool:
+    """A fold is done when its checkpoint loads and its predictions are complete and finite."""
+    if not layout.checkpoint(k).is_file() or not layout.fold_predictions(k).is_file():
+        return False
+    try:
+        load_checkpoint(layout.checkpoint(k))
+        frame = _read_predictions(layout.fold_predictions(k))
+        values = _task(cohort).outputs_from_frame(frame).astype(float)
+    except (BrainmapsError, KeyError, ValueError, OSError):
+        return False
+    n_test = int(((roles["fold"] == k) & (roles["role"] == "test")).sum())
+    return len(frame) == n_test and bool(np.all(np.isfinite(values)))
 
 
 def _fold_metrics(cohort: Cohort, predictions: pd.DataFrame) -> pd.DataFrame:
+    task = _task(cohort)
     rows = []
     for k, part in predictions.groupby("fold", sort=True):
-        if cohort.task == "regression":
-            m = regression_metrics(part["y"].to_numpy(), part["prediction"].to_numpy())
-        else:
-            proba = part[[f"p_{c}" for c in cohort.classes]].to_numpy()
-            m = classification_metrics(part["y"].to_numpy().astype(int), proba)
+        m = task_metrics(task, part["y"].to_numpy(), task.outputs_from_frame(part))
         rows.append({"fold": str(k), "n_test": len(part), **m})
     return summarize_folds(pd.DataFrame(rows))
 
 
-def train_run(config: RunConfig, *, progress: bool = True) -> RunResult:
+def train_run(config: RunConfig, *, progress: bool | None = None) -> RunResult:
     """Train and cross-validate a model, writing the run folder.
 
     Each outer fold trains a fresh model on the other folds (minus an inner validation
@@ -293,9 +349,10 @@ def train_run(config: RunConfig, *, progress: bool = True) -> RunResult:
     Parameters
     ----------
     config : RunConfig
-        The resolved configuration (``RunConfig.from_dict`` or :func:`load_config`).
-    progress : bool
-        Show progress bars.
+        The configuration (``RunConfig.from_dict`` or :func:`load_config`); relative
+        paths are made absolute before ``config.yaml`` is written.
+    progress : bool, optional
+        Show progress bars (default: ``config.execution.progress``).
 
     Returns
     -------
@@ -305,32 +362,30 @@ def train_run(config: RunConfig, *, progress: bool = True) -> RunResult:
     ------
     BrainmapsError
         For bad input: unreadable images, bad labels, a class smaller than the fold count,
-        a leaking user split, or a run folder that holds another configuration.
+        a leaking user split, a model that does not fit the grid, a run folder that holds
+        another configuration or that another process is writing, a diverging fold.
     """
-    out = Path(config.out)
-    _check_run_folder(config, out)
-    out.mkdir(parents=True, exist_ok=True)
-    cohort, volumes, roles = _prepare(config, out, progress)
-    n_folds = int(roles["fold"].max()) + 1
-    resumed = []
-    for k in range(n_folds):
-        if (out / f"fold-{k}" / "model.pt").exists():
-            resumed.append(k)
-            continue
-        _train_fold(config, cohort, volumes, roles, k, progress)
-    predictions = pd.concat(
-        [
-            pd.read_csv(
-                out / f"fold-{k}" / "predictions.tsv",
-                sep="\t",
-                dtype={"subject": str, "session": str, "label": str},
-                keep_default_na=False,
-            )
-            for k in range(n_folds)
-        ],
-        ignore_index=True,
+    config = config.resolved()
+    if progress is not None:
+        config = config.replace(execution=replace(config.execution, progress=bool(progress)))
+    layout = RunLayout(config.out)
+    _check_out(layout)
+    with run_lock(layout.lock, "brainmaps train"):
+        cohort, volumes, roles = _prepare(config, layout)
+        n_folds = int(roles["fold"].max()) + 1
+        resumed = []
+        for k in range(n_folds):
+            if _fold_done(layout, k, cohort, roles):
+                resumed.append(k)
+                continue
+            _train_fold(config, cohort, volumes, roles, k, layout)
+        predictions = pd.concat(
+            [_read_predictions(layout.fold_predictions(k)) for k in range(n_folds)],
+            ignore_index=True,
+        )
+        metrics = _fold_metrics(cohort, predictions)
+        write_tsv(predictions, layout.predictions)
+        write_tsv(metrics, layout.metrics)
+    return RunResult(
+        out=layout.root, metrics=metrics, predictions=predictions, resumed_folds=resumed
     )
-    metrics = _fold_metrics(cohort, predictions)
-    _write_tsv(predictions, out / "predictions.tsv")
-    _write_tsv(metrics, out / "metrics.tsv")
-    return RunResult(out=out, metrics=metrics, predictions=predictions, resumed_folds=resumed)

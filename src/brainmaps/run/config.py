@@ -1,11 +1,13 @@
 """The configuration of a training run, validated on creation and stored as YAML.
 
-A run is described by one :class:`RunConfig` made of four frozen sections: where the
-cohort comes from (:class:`DataConfig`), how images are brought to the model grid
-(:class:`~brainmaps.data.preprocess.PreprocessConfig`), which network
-(:class:`ModelConfig`) and how it is trained and cross-validated
-(:class:`TrainingConfig`). The command-line interface only builds this object, so a
-``config.yaml`` written to a run folder replays the run exactly (``--config``).
+A run is described by one :class:`RunConfig` made of four frozen *science* sections,
+which define the result: where the cohort comes from (:class:`DataConfig`), how images
+are brought to the model grid (:class:`~brainmaps.data.preprocess.PreprocessConfig`),
+which network (:class:`ModelConfig`) and how it is trained and cross-validated
+(:class:`TrainingConfig`); and one *execution* section (:class:`ExecutionConfig`: device,
+jobs, workers, cache folder, progress) that may change when a run is resumed on another
+machine. ``config.yaml`` holds the science sections, so replaying it (``--config``)
+reproduces the run; ``execution.yaml`` records how the last writer ran.
 """
 
 from __future__ import annotations
@@ -23,7 +25,14 @@ from brainmaps.data.preprocess import PreprocessConfig
 from brainmaps.exceptions import ConfigError
 from brainmaps.utils import atomic_write_text
 
-__all__ = ["DataConfig", "ModelConfig", "RunConfig", "TrainingConfig", "load_config"]
+__all__ = [
+    "DataConfig",
+    "ExecutionConfig",
+    "ModelConfig",
+    "RunConfig",
+    "TrainingConfig",
+    "load_config",
+]
 
 _TASKS = ("auto", "classification", "regression")
 _DEVICES = ("auto", "cpu", "cuda")
@@ -44,7 +53,8 @@ class DataConfig:
     Parameters
     ----------
     source : str
-        A cohort table (TSV/CSV) or a BIDS folder.
+        A cohort table (TSV/CSV) or a BIDS folder. :meth:`RunConfig.resolved` makes it
+        absolute, so a run's ``config.yaml`` replays from any working directory.
     target : str
         Label column to predict (e.g. ``"group"``, ``"sex"``, ``"age"``).
     subject_col, path_col : str or None
@@ -123,17 +133,12 @@ class TrainingConfig:
         Seeds the split, the weights and the batch order: same seed, same metrics (CPU).
     val_fraction : float
         Fraction of each training fold held out to pick the best epoch (0 keeps the last).
-    device : {"auto", "cpu", "cuda"}
-        ``"auto"`` uses CUDA when present, with mixed precision when ``amp`` is set.
     amp : bool
         Automatic mixed precision on CUDA (ignored on CPU).
-    num_workers : int
-        DataLoader worker processes.
-    n_jobs : int
-        Parallel preprocessing jobs.
-    cache_dir : str or None
-        Where preprocessed volumes are cached; ``None`` uses ``$BRAINMAPS_CACHE_DIR`` or
-        ``~/.cache/brainmaps``.
+
+    Notes
+    -----
+    Where the run executes (device, jobs, workers, cache) is :class:`ExecutionConfig`.
     """
 
     folds: int = 10
@@ -143,14 +148,10 @@ class TrainingConfig:
     batch_size: int = 8
     seed: int = 42
     val_fraction: float = 0.1
-    device: str = "auto"
     amp: bool = True
-    num_workers: int = 0
-    n_jobs: int = 1
-    cache_dir: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "n_jobs"):
+        for name in ("epochs", "batch_size"):
             _positive("training", name, getattr(self, name))
         if not isinstance(self.folds, int) or self.folds < 2:
             raise ConfigError(f"training.folds must be an integer >= 2, got {self.folds!r}.")
@@ -159,19 +160,65 @@ class TrainingConfig:
             raise ConfigError(
                 f"training.val_fraction must be in [0, 0.5), got {self.val_fraction!r}."
             )
-        if self.device not in _DEVICES:
-            raise ConfigError(f"training.device must be one of {_DEVICES}, got {self.device!r}.")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"training.seed must be a non-negative integer, got {self.seed!r}.")
+
+
+@dataclass(frozen=True)
+class ExecutionConfig:
+    """Where and how a run executes; never part of its identity.
+
+    Resuming a run with another device, job count, worker count or cache folder
+    continues the same run.
+
+    Parameters
+    ----------
+    device : {"auto", "cpu", "cuda"} or "cuda:<n>"
+        ``"auto"`` uses CUDA when present.
+    n_jobs : int
+        Parallel preprocessing jobs.
+    num_workers : int
+        DataLoader worker processes.
+    cache_dir : str or None
+        Where preprocessed volumes are cached; ``None`` uses ``$BRAINMAPS_CACHE_DIR`` or
+        ``~/.cache/brainmaps``.
+    progress : bool
+        Show progress bars.
+    """
+
+    device: str = "auto"
+    n_jobs: int = 1
+    num_workers: int = 0
+    cache_dir: str | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        _positive("execution", "n_jobs", self.n_jobs)
+        name = str(self.device)
+        if name not in _DEVICES and not name.startswith("cuda:"):
+            raise ConfigError(
+                f"execution.device must be one of {_DEVICES} or 'cuda:<n>', got "
+                f"{self.device!r}; set it with --device."
+            )
+        if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int):
+            raise ConfigError(
+                f"execution.num_workers must be an integer >= 0, got {self.num_workers!r}."
+            )
         if self.num_workers < 0:
-            raise ConfigError(f"training.num_workers must be >= 0, got {self.num_workers!r}.")
+            raise ConfigError(f"execution.num_workers must be >= 0, got {self.num_workers!r}.")
 
     def resolved_cache_dir(self) -> Path:
         """Return the cache folder, expanding the default location."""
         return resolve_cache_dir(self.cache_dir)
 
+    def to_dict(self) -> dict:
+        """Return plain Python types, ready for YAML."""
+        return dataclasses.asdict(self)
+
 
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "training": TrainingConfig}
+#: Keys that older run folders kept in ``training`` and that are execution settings now.
+_LEGACY_EXECUTION = ("device", "n_jobs", "num_workers", "cache_dir")
 
 
 @dataclass(frozen=True)
@@ -186,6 +233,8 @@ class RunConfig:
     training : TrainingConfig
     out : str
         The run folder.
+    execution : ExecutionConfig
+        Device, jobs, workers, cache folder, progress (not part of the run's identity).
     """
 
     data: DataConfig
@@ -193,9 +242,10 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     out: str = "runs/run"
+    execution: ExecutionConfig = field(default_factory=ExecutionConfig)
 
     def to_dict(self) -> dict:
-        """Return plain Python types, ready for YAML."""
+        """Return the science sections (and ``out``) as plain Python types, for YAML."""
         return {
             "data": dataclasses.asdict(self.data),
             "preprocess": self.preprocess.to_dict(),
@@ -203,6 +253,31 @@ class RunConfig:
             "training": dataclasses.asdict(self.training),
             "out": self.out,
         }
+
+    def identity(self) -> dict:
+        """The sections that define the result (everything but ``out`` and execution)."""
+        raw = self.to_dict()
+        raw.pop("out")
+        return raw
+
+    def differences(self, other: RunConfig) -> list[str]:
+        """``section.key`` names whose values differ between two configs' identities."""
+        mine, theirs = self.identity(), other.identity()
+        return sorted(
+            f"{section}.{key}"
+            for section in mine
+            for key in set(mine[section]) | set(theirs[section])
+            if mine[section].get(key) != theirs[section].get(key)
+        )
+
+    def resolved(self) -> RunConfig:
+        """A copy whose relative paths (source, folds file) are absolute."""
+        data = dataclasses.replace(self.data, source=_absolute(self.data.source))
+        folds_file = self.training.folds_file
+        training = dataclasses.replace(
+            self.training, folds_file=_absolute(folds_file) if folds_file else None
+        )
+        return dataclasses.replace(self, data=data, training=training)
 
     @classmethod
     def from_dict(cls, raw: dict, origin: str = "config") -> RunConfig:
@@ -217,14 +292,15 @@ class RunConfig:
             raise ConfigError(
                 f"{origin}: expected a mapping of sections, got {type(raw).__name__}."
             )
-        unknown = set(raw) - {"data", "preprocess", "model", "training", "out"}
+        unknown = set(raw) - {"data", "preprocess", "model", "training", "out", "execution"}
         if unknown:
             raise ConfigError(
                 f"{origin}: unknown section(s) {sorted(unknown)}; "
-                "expected data, preprocess, model, training, out."
+                "expected data, preprocess, model, training, execution, out."
             )
         if "data" not in raw:
             raise ConfigError(f"{origin}: the 'data' section (source, target) is missing.")
+        raw, execution = _split_execution(raw, origin)
         parts = {
             name: _build(section, raw.get(name) or {}, name, origin)
             for name, section in _SECTIONS.items()
@@ -233,7 +309,8 @@ class RunConfig:
             preprocess = PreprocessConfig.from_dict(raw.get("preprocess") or {})
         except TypeError as exc:
             raise ConfigError(f"{origin}: bad 'preprocess' section: {exc}") from None
-        return cls(preprocess=preprocess, out=str(raw.get("out", "runs/run")), **parts)
+        out = str(raw.get("out", "runs/run"))
+        return cls(preprocess=preprocess, out=out, execution=execution, **parts)
 
     def to_yaml(self, path: str | os.PathLike) -> None:
         """Write the config atomically as YAML."""
@@ -243,6 +320,24 @@ class RunConfig:
     def replace(self, **sections: Any) -> RunConfig:
         """Return a copy with some sections or fields replaced."""
         return dataclasses.replace(self, **sections)
+
+
+def _absolute(path: str) -> str:
+    return str(Path(path).expanduser().absolute())
+
+
+def _split_execution(raw: dict, origin: str) -> tuple[dict, ExecutionConfig]:
+    """Take the execution settings out of ``raw`` (also the legacy ``training`` keys)."""
+    raw = dict(raw)
+    values = dict(raw.pop("execution", None) or {})
+    training = raw.get("training")
+    if isinstance(training, dict):
+        training = dict(training)
+        for key in _LEGACY_EXECUTION:
+            if key in training:
+                values.setdefault(key, training.pop(key))
+        raw["training"] = training
+    return raw, _build(ExecutionConfig, values, "execution", origin)
 
 
 def _build(section: type, values: dict, name: str, origin: str) -> Any:

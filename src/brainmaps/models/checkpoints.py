@@ -8,8 +8,10 @@ and its constructor arguments, so :func:`model_from_checkpoint` rebuilds the net
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
+import re
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
@@ -20,7 +22,7 @@ import torch
 from torch import nn
 
 from brainmaps.exceptions import BrainmapsError, ConfigError
-from brainmaps.models import create_model
+from brainmaps.models.registry import create_model
 from brainmaps.utils import atomic_path
 
 __all__ = ["load_checkpoint", "model_from_checkpoint", "plain_metadata", "save_checkpoint"]
@@ -132,7 +134,12 @@ def save_checkpoint(
     }
     path = Path(path)
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        try:
+            torch.save(payload, tmp)
+        except RuntimeError as exc:  # torch reports a short write as "unexpected pos"
+            if "unexpected pos" not in str(exc) and "write failed" not in str(exc):
+                raise
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from exc
     return path
 
 
@@ -164,19 +171,18 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[OrderedDict, dict]:
         )
     try:
         payload = torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as exc:
+        if "weights only" not in str(exc).lower():
+            raise _unreadable(path, exc) from None
+        raise _unsafe(path, exc) from None
     except (
         RuntimeError,
         EOFError,
         OSError,
         ValueError,
-        pickle.UnpicklingError,
         zipfile.BadZipFile,
     ) as exc:
-        raise ConfigError(
-            f"checkpoint {path} cannot be read ({type(exc).__name__}: {str(exc)[:200]}); "
-            "the file is corrupt, truncated or not a PyTorch file. Re-train that fold "
-            "(delete the file and resume the run)."
-        ) from None
+        raise _unreadable(path, exc) from None
     if not isinstance(payload, dict) or any(k not in payload for k in _KEYS):
         found = sorted(payload) if isinstance(payload, dict) else type(payload).__name__
         raise ConfigError(
@@ -184,6 +190,26 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[OrderedDict, dict]:
             f"found {found}. Save models with brainmaps.training.save_checkpoint."
         )
     return payload["state_dict"], payload["metadata"]
+
+
+def _unreadable(path: Path, exc: BaseException) -> ConfigError:
+    return ConfigError(
+        f"checkpoint {path} cannot be read ({type(exc).__name__}: {str(exc)[:200]}); "
+        "the file is corrupt, truncated or not a PyTorch file. Re-train that fold "
+        "(delete the file and resume the run)."
+    )
+
+
+def _unsafe(path: Path, exc: BaseException) -> ConfigError:
+    """The file pickles Python objects; never quote torch's advice to unpickle them."""
+    found = sorted(set(re.findall(r"GLOBAL ([\w.]+)", str(exc))))
+    what = f" ({', '.join(found[:3])})" if found else ""
+    return ConfigError(
+        f"checkpoint {path} holds Python objects{what} besides tensors and plain metadata; "
+        "brainmaps loads only weights, for safety (loading pickled objects can run "
+        "arbitrary code). Re-save the model's weights with "
+        "torch.save(model.state_dict(), path) (or brainmaps' save_checkpoint), or retrain."
+    )
 
 
 def model_from_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict]:

@@ -1,24 +1,28 @@
-"""Read a run folder written by ``brainmaps train``: table, folds, task and volumes.
+"""Read a run folder written by ``brainmaps train``: config, table, folds, task, volumes.
 
 Every later stage (attribution, baselines, analysis, reports) starts from a run folder;
-this module reads it without importing torch, so any stage can use it.
+this module reads it without importing torch, so any stage can use it. Paths come from
+:class:`~brainmaps.run.layout.RunLayout`.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import yaml
 
-from brainmaps.data.cache import CachedVolumes, cache_volumes, resolve_cache_dir
+from brainmaps.data.cache import CachedVolumes, cache_volumes
 from brainmaps.data.preprocess import Grid, PreprocessConfig
 from brainmaps.exceptions import ConfigError
+from brainmaps.run.config import ExecutionConfig, RunConfig
+from brainmaps.run.layout import RunLayout
+from brainmaps.tasks import Task, get_task
 
-__all__ = ["RunFolder", "open_run"]
+__all__ = ["RunFolder", "open_run", "read_execution", "write_execution"]
 
 
 @dataclass(frozen=True)
@@ -29,9 +33,8 @@ class RunFolder:
     ----------
     path : pathlib.Path
         The run folder.
-    config : dict
-        ``config.yaml`` as plain mappings (``data``, ``preprocess``, ``model``,
-        ``training``, ``out``).
+    config : RunConfig
+        ``config.yaml``, validated, with the execution settings of ``execution.yaml``.
     table : pandas.DataFrame
         ``cohort.tsv``: one row per scan (``subject``, ``session``, ``path``, ``label``,
         ``y``, ``site``, ..., ``cache_slot``, ``test_fold``). Row ``i`` is volume ``i`` of
@@ -39,17 +42,26 @@ class RunFolder:
     folds : pandas.DataFrame
         ``folds.tsv`` in long format: ``fold``, ``subject``, ``session``, ``role``
         (``train`` / ``val`` / ``test``), one block of rows per fold in table order.
-    task : {"classification", "regression"}
-    classes : tuple of str
-        Class names in index order (``()`` for regression).
+    task : Task
+        What the run predicts (:class:`~brainmaps.tasks.Classification` with the class
+        names, or :class:`~brainmaps.tasks.Regression`); ``task == "regression"`` works.
     """
 
     path: Path
-    config: dict
+    config: RunConfig
     table: pd.DataFrame
     folds: pd.DataFrame
-    task: str
-    classes: tuple[str, ...]
+    task: Task
+
+    @property
+    def layout(self) -> RunLayout:
+        """RunLayout : Every path of the run folder."""
+        return RunLayout(self.path)
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """tuple of str : Class names in index order (``()`` for regression)."""
+        return self.task.classes
 
     @property
     def n_folds(self) -> int:
@@ -59,7 +71,7 @@ class RunFolder:
     @property
     def preprocess(self) -> PreprocessConfig:
         """PreprocessConfig : How the run's volumes were made."""
-        return PreprocessConfig.from_dict(self.config["preprocess"])
+        return self.config.preprocess
 
     @property
     def grid(self) -> Grid:
@@ -69,8 +81,7 @@ class RunFolder:
     @property
     def labels(self) -> np.ndarray:
         """numpy.ndarray : ``y`` (int64 class indices, or float32 for regression)."""
-        y = self.table["y"].to_numpy()
-        return y.astype(np.int64) if self.task == "classification" else y.astype(np.float32)
+        return self.task.targets(self.table["y"].to_numpy())
 
     def indices(self, fold: int, role: str = "test") -> np.ndarray:
         """Row indices (into :attr:`table`) of the scans with ``role`` in ``fold``.
@@ -91,17 +102,17 @@ class RunFolder:
         roles = self.folds.loc[self.folds["fold"] == int(fold), "role"].to_numpy()
         if len(roles) != len(self.table):
             raise ConfigError(
-                f"{self.path / 'folds.tsv'} has {len(roles)} rows for fold {fold} but "
-                f"cohort.tsv has {len(self.table)} scans; the run folder is inconsistent, "
+                f"{self.layout.folds} has {len(roles)} rows for fold {fold} but "
+                f"{self.layout.cohort.name} has {len(self.table)} scans; the run folder is "
+                "inconsistent, "
                 "train it again in a new folder."
             )
         wanted = {"fit": ("train", "val")}.get(role, (role,))
         return np.flatnonzero(np.isin(roles, wanted))
 
     def checkpoints(self) -> list[Path]:
-        """The ``fold-<k>/model.pt`` files that exist, in fold order."""
-        found = sorted(self.path.glob("fold-*/model.pt"), key=lambda p: int(p.parent.name[5:]))
-        return [p for p in found if p.parent.name[5:].isdigit()]
+        """The fold checkpoint files that exist, in fold order."""
+        return list(self.layout.existing_checkpoints().values())
 
     def fold_models(self) -> dict[int, Path]:
         """``{fold: fold-<k>/model.pt}`` for every fold; a clear error if any is missing.
@@ -111,7 +122,7 @@ class RunFolder:
         ConfigError
             If a fold has no model yet (training was interrupted).
         """
-        found = {int(p.parent.name[5:]): p for p in self.checkpoints()}
+        found = self.layout.existing_checkpoints()
         missing = [k for k in range(self.n_folds) if k not in found]
         if missing:
             raise ConfigError(
@@ -126,7 +137,7 @@ class RunFolder:
         Files missing from the cache (a new machine, a cleared cache) are preprocessed
         again with the run's settings.
         """
-        cache_dir = resolve_cache_dir(self.config.get("training", {}).get("cache_dir"))
+        cache_dir = self.config.execution.resolved_cache_dir()
         return cache_volumes(
             self.table["path"].tolist(),
             self.preprocess,
@@ -147,27 +158,47 @@ def _read_tsv(path: Path) -> pd.DataFrame:
     )
 
 
-def _task_and_classes(config: dict, table: pd.DataFrame) -> tuple[str, tuple[str, ...]]:
+def _task(config: RunConfig, table: pd.DataFrame) -> Task:
     """Classification iff ``y`` holds the integers 0..K-1 (or the config says so)."""
-    task = str(config.get("data", {}).get("task", "auto"))
+    name = config.data.task
     y = pd.to_numeric(table["y"], errors="coerce").to_numpy(dtype=float)
-    if task == "auto":
+    if name == "auto":
         codes = np.unique(y)
         is_codes = np.all(codes == np.arange(len(codes))) and len(codes) >= 2
-        task = "classification" if is_codes else "regression"
-    if task == "regression":
-        return task, ()
+        name = "classification" if is_codes else "regression"
+    if not get_task(name).is_classification:
+        return get_task(name)
     pairs = table[["y", "label"]].astype({"y": int, "label": str}).drop_duplicates()
-    return task, tuple(pairs.sort_values("y")["label"].tolist())
+    return get_task(name, pairs.sort_values("y")["label"].tolist())
 
 
-def open_run(run_dir: str | os.PathLike) -> RunFolder:
+def read_execution(layout: RunLayout, config: RunConfig) -> ExecutionConfig:
+    """The execution settings of the run's last writer (``execution.yaml``)."""
+    if not layout.execution.is_file():
+        return config.execution
+    try:
+        raw = yaml.safe_load(layout.execution.read_text(encoding="utf-8")) or {}
+        return ExecutionConfig(**{k: v for k, v in raw.items() if k != "progress"})
+    except (yaml.YAMLError, TypeError, ConfigError):
+        return config.execution
+
+
+def write_execution(layout: RunLayout, execution: ExecutionConfig) -> None:
+    """Record the execution settings of this writer (atomic)."""
+    from brainmaps.utils import atomic_write_text
+
+    text = yaml.safe_dump(execution.to_dict(), sort_keys=False, default_flow_style=False)
+    atomic_write_text(layout.execution, text)
+
+
+def open_run(run_dir: str | os.PathLike | RunFolder) -> RunFolder:
     """Read a run folder (``config.yaml``, ``cohort.tsv``, ``folds.tsv``).
 
     Parameters
     ----------
-    run_dir : str or os.PathLike
-        The ``--out`` folder of ``brainmaps train``.
+    run_dir : str or os.PathLike or RunFolder
+        The ``--out`` folder of ``brainmaps train``; a :class:`RunFolder` is returned as
+        it is, so functions can accept either.
 
     Returns
     -------
@@ -178,19 +209,22 @@ def open_run(run_dir: str | os.PathLike) -> RunFolder:
     ConfigError
         If a file is missing or unreadable.
     """
-    path = Path(run_dir)
-    if not (path / "config.yaml").is_file():
+    if isinstance(run_dir, RunFolder):
+        return run_dir
+    layout = RunLayout(run_dir)
+    if not layout.config.is_file():
         raise ConfigError(
-            f"{path} is not a brainmaps run folder (no config.yaml); give the --out folder of "
-            "'brainmaps train'."
+            f"{layout.root} is not a brainmaps run folder (no {layout.CONFIG}); give the "
+            "--out folder of 'brainmaps train'."
         )
     try:
-        config = yaml.safe_load((path / "config.yaml").read_text())
+        raw = yaml.safe_load(layout.config.read_text())
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path / 'config.yaml'} is not valid YAML: {exc}") from None
-    if not isinstance(config, dict) or "preprocess" not in config:
-        raise ConfigError(f"{path / 'config.yaml'} has no 'preprocess' section; re-run training.")
-    table = _read_tsv(path / "cohort.tsv")
-    folds = _read_tsv(path / "folds.tsv")
-    task, classes = _task_and_classes(config, table)
-    return RunFolder(path, config, table, folds, task, classes)
+        raise ConfigError(f"{layout.config} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict) or "preprocess" not in raw:
+        raise ConfigError(f"{layout.config} has no 'preprocess' section; re-run training.")
+    config = RunConfig.from_dict(raw, origin=str(layout.config))
+    config = replace(config, execution=read_execution(layout, config))
+    table = _read_tsv(layout.cohort)
+    folds = _read_tsv(layout.folds)
+    return RunFolder(layout.root, config, table, folds, _task(config, table))

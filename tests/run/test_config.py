@@ -6,8 +6,9 @@ import pytest
 
 from brainmaps.data.preprocess import PreprocessConfig
 from brainmaps.exceptions import ConfigError
-from brainmaps.training.config import (
+from brainmaps.run.config import (
     DataConfig,
+    ExecutionConfig,
     ModelConfig,
     RunConfig,
     TrainingConfig,
@@ -45,12 +46,46 @@ def test_yaml_round_trip(tmp_path):
         ("epochs", 0, "training.epochs"),
         ("lr", -1.0, "training.lr"),
         ("val_fraction", 0.7, "training.val_fraction"),
-        ("device", "tpu", "training.device"),
     ],
 )
 def test_invalid_values_name_the_parameter(field, value, words):
     with pytest.raises(ConfigError, match=words):
         TrainingConfig(**{field: value})
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [("device", "tpu", "execution.device"), ("n_jobs", 0, "execution.n_jobs")],
+)
+def test_invalid_execution_values_name_the_parameter(field, value, words):
+    with pytest.raises(ConfigError, match=words):
+        ExecutionConfig(**{field: value})
+
+
+def test_execution_is_not_part_of_the_identity(tmp_path):
+    config = _config(folds=3)
+    moved = config.replace(execution=ExecutionConfig(device="cpu", n_jobs=4, cache_dir="/x"))
+    assert config.differences(moved) == []
+    assert config.differences(_config(folds=4)) == ["training.folds"]
+    config.to_yaml(tmp_path / "config.yaml")
+    assert "device" not in (tmp_path / "config.yaml").read_text()
+
+
+def test_legacy_training_execution_keys_are_read_as_execution():
+    raw = {
+        "data": {"source": "a", "target": "b"},
+        "training": {"folds": 3, "device": "cpu", "n_jobs": 2, "cache_dir": "/c"},
+    }
+    config = RunConfig.from_dict(raw)
+    assert config.training.folds == 3
+    assert (config.execution.device, config.execution.n_jobs) == ("cpu", 2)
+    assert config.execution.cache_dir == "/c"
+
+
+def test_resolved_config_replays_from_another_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    resolved = _config().resolved()
+    assert resolved.data.source == str(tmp_path / "cohort")
 
 
 def test_unknown_key_is_named(tmp_path):

@@ -10,7 +10,7 @@ import torch
 
 from brainmaps.exceptions import ConfigError
 from brainmaps.models import create_model
-from brainmaps.training.checkpoints import (
+from brainmaps.models.checkpoints import (
     load_checkpoint,
     model_from_checkpoint,
     plain_metadata,

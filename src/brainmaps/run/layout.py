@@ -1,0 +1,206 @@
+"""Every path of a run folder, named once.
+
+No other module spells a run-folder path: writers and readers ask a :class:`RunLayout`
+(or a :class:`~brainmaps.run.folder.RunFolder`'s ``layout``) for it. The tree::
+
+    <run>/
+      config.yaml                 the science configuration (replaying it reproduces the run)
+      execution.yaml              how the last writer ran (device, jobs, workers, cache dir)
+      cohort.tsv                  one row per scan: subject, session, label, y, path, cache slot
+      folds.tsv                   (fold, scan) -> role train / val / test
+      fold-<k>/model.pt           state_dict + metadata (loaded with weights_only=True)
+      fold-<k>/predictions.tsv    the fold's test predictions
+      fold-<k>/history.tsv        one row per epoch
+      predictions.tsv             out-of-fold predictions of every scan
+      metrics.tsv                 per fold, then mean and std rows
+      maps/<method>/maps.tsv      one row per subject map (the method's manifest)
+      maps/<method>/sub-<id>[_ses-<s>].nii.gz
+      maps/<method>/mean_<group>.nii.gz    class means (mean_conjoined) or mean_all
+      maps/<method>/native/       the subject maps in each scan's own space
+      maps/occlusion/cohort_accuracy_drop.nii.gz
+      analysis/<table>.tsv        overlap, regions_<atlas>, localisation, faithfulness, ...
+      baselines/<table>.tsv       metrics, predictions, params, comparison, importances_<m>
+      stages/<stage>.yaml         which options made each stage's outputs (with their hash)
+      .lock                       held by the process writing the run
+      report.html                 the self-contained report
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+__all__ = ["RunLayout", "map_filename"]
+
+_FOLD = re.compile(r"^fold-(\d+)$")
+
+
+def map_filename(subject: str, session: str = "") -> str:
+    """``sub-<id>[_ses-<session>].nii.gz``: the file name of one subject's map."""
+    return f"sub-{subject}" + (f"_ses-{session}" if session else "") + ".nii.gz"
+
+
+class RunLayout:
+    """The paths of one run folder.
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        The run folder (``--out`` of ``brainmaps train``).
+
+    Notes
+    -----
+    Only names paths: nothing is created or read, so a layout of a folder that does not
+    exist yet is fine.
+    """
+
+    CONFIG = "config.yaml"
+    EXECUTION = "execution.yaml"
+    COHORT = "cohort.tsv"
+    FOLDS = "folds.tsv"
+    PREDICTIONS = "predictions.tsv"
+    METRICS = "metrics.tsv"
+    HISTORY = "history.tsv"
+    CHECKPOINT = "model.pt"
+    MAPS_MANIFEST = "maps.tsv"
+    REPORT = "report.html"
+    LOCK = ".lock"
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"RunLayout({str(self.root)!r})"
+
+    # -- the run itself ----------------------------------------------------------------
+    @property
+    def config(self) -> Path:
+        """pathlib.Path : ``config.yaml``."""
+        return self.root / self.CONFIG
+
+    @property
+    def execution(self) -> Path:
+        """pathlib.Path : ``execution.yaml``."""
+        return self.root / self.EXECUTION
+
+    @property
+    def cohort(self) -> Path:
+        """pathlib.Path : ``cohort.tsv``."""
+        return self.root / self.COHORT
+
+    @property
+    def folds(self) -> Path:
+        """pathlib.Path : ``folds.tsv``."""
+        return self.root / self.FOLDS
+
+    @property
+    def predictions(self) -> Path:
+        """pathlib.Path : ``predictions.tsv`` (out-of-fold)."""
+        return self.root / self.PREDICTIONS
+
+    @property
+    def metrics(self) -> Path:
+        """pathlib.Path : ``metrics.tsv``."""
+        return self.root / self.METRICS
+
+    @property
+    def report(self) -> Path:
+        """pathlib.Path : ``report.html``."""
+        return self.root / self.REPORT
+
+    @property
+    def lock(self) -> Path:
+        """pathlib.Path : ``.lock``, held by the writing process."""
+        return self.root / self.LOCK
+
+    # -- folds -------------------------------------------------------------------------
+    def fold_dir(self, fold: int) -> Path:
+        """``fold-<k>/``."""
+        return self.root / f"fold-{int(fold)}"
+
+    def checkpoint(self, fold: int) -> Path:
+        """``fold-<k>/model.pt``."""
+        return self.fold_dir(fold) / self.CHECKPOINT
+
+    def fold_predictions(self, fold: int) -> Path:
+        """``fold-<k>/predictions.tsv``."""
+        return self.fold_dir(fold) / self.PREDICTIONS
+
+    def fold_history(self, fold: int) -> Path:
+        """``fold-<k>/history.tsv``."""
+        return self.fold_dir(fold) / self.HISTORY
+
+    def existing_checkpoints(self) -> dict[int, Path]:
+        """``{fold: fold-<k>/model.pt}`` for the checkpoint files present, in fold order."""
+        found = {}
+        for path in self.root.glob(f"fold-*/{self.CHECKPOINT}"):
+            match = _FOLD.match(path.parent.name)
+            if match and path.is_file():
+                found[int(match.group(1))] = path
+        return dict(sorted(found.items()))
+
+    # -- maps --------------------------------------------------------------------------
+    @property
+    def maps_root(self) -> Path:
+        """pathlib.Path : ``maps/``."""
+        return self.root / "maps"
+
+    def maps_dir(self, method: str) -> Path:
+        """``maps/<method>/``."""
+        return self.maps_root / method
+
+    def maps_manifest(self, method: str) -> Path:
+        """``maps/<method>/maps.tsv``."""
+        return self.maps_dir(method) / self.MAPS_MANIFEST
+
+    def subject_map(self, method: str, subject: str, session: str = "") -> Path:
+        """``maps/<method>/sub-<id>[_ses-<session>].nii.gz``."""
+        return self.maps_dir(method) / map_filename(subject, session)
+
+    def native_map(self, method: str, name: str) -> Path:
+        """``maps/<method>/native/<name>``: a subject map in its scan's space."""
+        return self.maps_dir(method) / "native" / name
+
+    def group_map(self, method: str, group: str) -> Path:
+        """``maps/<method>/mean_<group>.nii.gz`` (a class, ``conjoined`` or ``all``)."""
+        return self.maps_dir(method) / f"mean_{group}.nii.gz"
+
+    def occlusion_cohort_map(self) -> Path:
+        """``maps/occlusion/cohort_accuracy_drop.nii.gz``."""
+        return self.maps_dir("occlusion") / "cohort_accuracy_drop.nii.gz"
+
+    def map_methods(self) -> list[str]:
+        """Folders under ``maps/`` that hold a ``maps.tsv``, sorted."""
+        if not self.maps_root.is_dir():
+            return []
+        return sorted(
+            p.name for p in self.maps_root.iterdir() if (p / self.MAPS_MANIFEST).is_file()
+        )
+
+    # -- analysis, baselines, stage records --------------------------------------------
+    @property
+    def analysis_dir(self) -> Path:
+        """pathlib.Path : ``analysis/``."""
+        return self.root / "analysis"
+
+    def analysis(self, name: str) -> Path:
+        """``analysis/<name>.tsv`` (``name`` without the suffix)."""
+        return self.analysis_dir / f"{name}.tsv"
+
+    def analysis_tables(self, prefix: str) -> list[Path]:
+        """``analysis/<prefix>*.tsv`` that exist, sorted."""
+        return sorted(self.analysis_dir.glob(f"{prefix}*.tsv"))
+
+    @property
+    def baselines_dir(self) -> Path:
+        """pathlib.Path : ``baselines/``."""
+        return self.root / "baselines"
+
+    def baselines(self, name: str) -> Path:
+        """``baselines/<name>.tsv`` (``name`` without the suffix)."""
+        return self.baselines_dir / f"{name}.tsv"
+
+    def stage_record(self, stage: str) -> Path:
+        """``stages/<stage>.yaml``: the options that made a stage's outputs."""
+        return self.root / "stages" / f"{stage}.yaml"

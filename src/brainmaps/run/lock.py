@@ -1,0 +1,76 @@
+"""One writer per run folder: an advisory lock on ``<run>/.lock``.
+
+The lock is an ``fcntl.flock`` on a file that also records the holder's process id and
+start time, so a second writer gets a clear error naming the holder. The operating
+system releases the lock when the holder exits, even when it is killed, so a stale
+``.lock`` file never blocks a later run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from brainmaps.exceptions import ConfigError
+
+__all__ = ["RunLockedError", "run_lock"]
+
+
+class RunLockedError(ConfigError):
+    """Another process is writing the same run folder."""
+
+
+def _holder(path: Path) -> str:
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError:
+        return "another process"
+    return text or "another process"
+
+
+@contextlib.contextmanager
+def run_lock(path: str | os.PathLike, what: str = "this run") -> Iterator[Path]:
+    """Hold the lock file ``path`` for the duration of the block.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The lock file (``RunLayout.lock``); its folder is created.
+    what : str
+        The command that writes, for the error message.
+
+    Yields
+    ------
+    pathlib.Path
+        The lock file.
+
+    Raises
+    ------
+    RunLockedError
+        If another process holds the lock.
+    """
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the block
+    try:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunLockedError(
+                f"run folder {path.parent} is being written by {_holder(path)}; wait for it "
+                f"to finish (or stop it) before running {what} there, or choose another "
+                "--out."
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        handle.write(f"pid {os.getpid()} (since {stamp})\n")
+        handle.flush()
+        yield path
+    finally:
+        handle.close()  # closing releases the flock
