@@ -15,9 +15,9 @@ from torch import nn
 
 from brainmaps.analysis.group_stats import count_larger
 from brainmaps.cli import first_layer as cli
-from brainmaps.run.folder import open_run
 from brainmaps.exceptions import ConfigError, ShapeError
 from brainmaps.models import create_model
+from brainmaps.run.folder import open_run
 from brainmaps.training.features import (
     feature_mask,
     first_layer,

@@ -8,9 +8,9 @@ import torch
 
 from brainmaps.exceptions import ConfigError, DataLeakageError, ShapeError
 from brainmaps.models import create_model
-from brainmaps.training import loop
 from brainmaps.models.device import resolve_device
 from brainmaps.models.predict import VolumeDataset, predict_volumes
+from brainmaps.training import loop
 from brainmaps.training.loop import train_model
 
 torch.set_num_threads(1)

@@ -14,9 +14,9 @@ from brainmaps.analysis.maps import run_brain_mask
 from brainmaps.attribution.cohort import explain_run
 from brainmaps.cli import faithfulness as cli_faithfulness
 from brainmaps.cli import masked_eval as cli_masked_eval
-from brainmaps.run.folder import open_run
 from brainmaps.exceptions import ConfigError, DataLeakageError
 from brainmaps.models.checkpoints import model_from_checkpoint
+from brainmaps.run.folder import open_run
 from brainmaps.training.masked_eval import mask_weights, masked_eval, masked_eval_run
 from brainmaps.training.reevaluate import faithfulness_run, fold_predictor
 

@@ -16,9 +16,9 @@ from tqdm.auto import tqdm
 
 from brainmaps.analysis.maps import class_mean_maps, run_brain_mask
 from brainmaps.analysis.overlap import binarize
-from brainmaps.run.folder import RunFolder
 from brainmaps.evaluation.metrics import classification_metrics, summarize_folds
 from brainmaps.exceptions import ConfigError, ShapeError
+from brainmaps.run.folder import RunFolder
 from brainmaps.training.reevaluate import _fold_predictors, _load, _manifest, _run, _write_tsv
 
 __all__ = ["WEIGHTINGS", "mask_weights", "masked_eval", "masked_eval_run"]

@@ -22,10 +22,10 @@ from tqdm.auto import tqdm
 from brainmaps.analysis.faithfulness import MODES, curve_auc, deletion_curve, fill_volume
 from brainmaps.analysis.faithfulness import random_attribution as _random_map
 from brainmaps.analysis.maps import list_map_methods, run_brain_mask
-from brainmaps.run.folder import RunFolder, open_run
 from brainmaps.exceptions import ConfigError, DataLeakageError, ShapeError
 from brainmaps.models.checkpoints import model_from_checkpoint
 from brainmaps.models.device import resolve_device
+from brainmaps.run.folder import RunFolder, open_run
 from brainmaps.utils import atomic_path
 
 __all__ = ["faithfulness_run", "fold_predictor"]
