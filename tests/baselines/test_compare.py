@@ -1,40 +1,14 @@
-"""Comparison table and the corrected resampled t-test (Nadeau & Bengio 2003)."""
+"""The comparison table of the CNN and the baselines (tests of the t-test: tests/evaluation)."""
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from brainmaps.baselines.compare import (
-    compare_models,
-    corrected_resampled_ttest,
-    format_comparison,
-)
+from brainmaps.baselines.compare import compare_models, format_comparison
+from brainmaps.evaluation.statistics import corrected_resampled_ttest
 from brainmaps.exceptions import ConfigError
-
-
-def test_corrected_ttest_known_value():
-    # d = (1, 2, 3): mean 2, variance 1; 3 folds: n_test / n_train = 1/2
-    t, p = corrected_resampled_ttest([3.0, 5.0, 7.0], [2.0, 3.0, 4.0], n_train=20, n_test=10)
-    expected_t = 2.0 / math.sqrt((1 / 3 + 1 / 2) * 1.0)
-    assert t == pytest.approx(expected_t)  # 2.19089
-    # Student t with 2 df: sf(t) = 1/2 - t / (2 sqrt(t^2 + 2)), so p = 1 - t / sqrt(t^2 + 2)
-    assert p == pytest.approx(1.0 - expected_t / math.sqrt(expected_t**2 + 2.0))  # 0.15983
-    uncorrected = 2.0 / math.sqrt(1 / 3)
-    assert t < uncorrected  # the correction widens the interval
-
-
-def test_corrected_ttest_edge_cases():
-    assert corrected_resampled_ttest([0.8, 0.9], [0.8, 0.9], 10, 5) == (0.0, 1.0)
-    t, p = corrected_resampled_ttest([0.9, 0.9], [0.8, 0.8], 10, 5)
-    assert math.isnan(t) and math.isnan(p)
-    t, p = corrected_resampled_ttest([0.7, 0.8, 0.9], [0.9, 0.9, 0.9], 10, 5)
-    assert t < 0
-    with pytest.raises(ConfigError):
-        corrected_resampled_ttest([1, 2], [1, 2], 0, 5)
 
 
 def _metrics(acc):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from brainmaps.baselines import cross_validate_tabular, load_features
 from brainmaps.data import load_cohort
-from brainmaps.training.cross_validation import make_folds
+from brainmaps.evaluation.splitters import make_folds
 from conftest import shared_data
 
 

@@ -6,6 +6,8 @@ at p < 0.05 and counted how many filters are larger in each group, without corre
 for the 32 tests; :func:`compare_groups` adds the Benjamini-Hochberg correction and a
 rank test, and :func:`count_larger` gives the counts. The functions take any
 ``(n_subjects, n_features)`` array, so they serve other per-feature comparisons too.
+:func:`benjamini_hochberg` lives in :mod:`brainmaps.evaluation.statistics` and is
+re-exported here.
 """
 
 from __future__ import annotations
@@ -16,46 +18,13 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from brainmaps.evaluation.statistics import benjamini_hochberg
 from brainmaps.exceptions import ConfigError, ShapeError
 
 __all__ = ["TESTS", "benjamini_hochberg", "compare_groups", "count_larger"]
 
 #: Tests accepted by :func:`compare_groups`.
 TESTS = ("mannwhitney", "ttest")
-
-
-def benjamini_hochberg(p: Sequence[float] | np.ndarray) -> np.ndarray:
-    """Benjamini-Hochberg adjusted p-values (q-values) of independent tests.
-
-    ``q_(i) = min_{j >= i} min(1, p_(j) * m / j)`` over the p-values sorted in increasing
-    order, computed with :func:`scipy.stats.false_discovery_control` (``method="bh"``).
-
-    Parameters
-    ----------
-    p : array-like of float
-        P-values in ``[0, 1]``, any order.
-
-    Returns
-    -------
-    numpy.ndarray of float64
-        The q-values in the order of ``p``; ``q >= p`` and q is monotone in p.
-
-    Raises
-    ------
-    ConfigError
-        If a p-value is missing or outside ``[0, 1]``.
-
-    References
-    ----------
-    .. [1] Y. Benjamini, Y. Hochberg, "Controlling the false discovery rate: a practical
-       and powerful approach to multiple testing", J. R. Stat. Soc. B 57:289-300, 1995.
-    """
-    p = np.asarray(p, dtype=np.float64).reshape(-1)
-    if p.size == 0:
-        return p.copy()
-    if not np.all(np.isfinite(p)) or p.min() < 0 or p.max() > 1:
-        raise ConfigError(f"p-values must be finite and in [0, 1], got {p[:10]} ...")
-    return np.asarray(stats.false_discovery_control(p, method="bh"), dtype=np.float64)
 
 
 def _two_groups(

@@ -22,7 +22,6 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 from scipy import ndimage
-from sklearn.metrics import roc_auc_score, roc_curve
 
 from brainmaps.analysis.maps import (
     as_img,
@@ -32,7 +31,7 @@ from brainmaps.analysis.maps import (
     on_grid_of,
     run_brain_mask,
 )
-from brainmaps.data.run_folder import RunFolder, open_run
+from brainmaps.run.folder import RunFolder, open_run
 from brainmaps.exceptions import ConfigError
 from brainmaps.utils import atomic_path
 
@@ -130,6 +129,8 @@ def localisation_scores(
     dict
         ``roc_auc``, ``relevance_mass``, ``mass_baseline``, ``pointing_game`` (0 or 1).
     """
+    from sklearn.metrics import roc_auc_score  # scikit-learn loads on use, not on import
+
     values, truth, brain = _prepare(img, truth_img, mask_img, absolute)
     v, t = values[brain], truth[brain]
     positive = np.clip(v, 0, None)
@@ -164,6 +165,8 @@ def localisation_roc(
     pandas.DataFrame
         Columns ``fpr``, ``tpr``.
     """
+    from sklearn.metrics import roc_curve  # scikit-learn loads on use, not on import
+
     values, truth, brain = _prepare(img, truth_img, mask_img, absolute)
     fpr, tpr, _ = roc_curve(truth[brain], values[brain])
     grid = np.linspace(0.0, 1.0, n_points)

@@ -24,7 +24,6 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from brainmaps.analysis.maps import (
     as_img,
@@ -33,7 +32,7 @@ from brainmaps.analysis.maps import (
     on_grid_of,
     run_brain_mask,
 )
-from brainmaps.data.run_folder import RunFolder, open_run
+from brainmaps.run.folder import RunFolder, open_run
 from brainmaps.exceptions import BrainmapsWarning, ConfigError, ShapeError
 from brainmaps.utils import atomic_path
 
@@ -243,6 +242,8 @@ def map_correlation(
     (float, float)
         Spearman's rho and Pearson's r (``NaN`` when a map is constant in the mask).
     """
+    from scipy import stats  # scipy.stats is slow to import; load it on use
+
     a_img = as_img(img_a, "img_a")
     mask = _mask_array(mask_img, a_img)
     a = np.asarray(a_img.dataobj, dtype=np.float64)[mask]

@@ -5,24 +5,47 @@ KNN and XGBoost on FreeSurfer features. This subpackage runs the same comparison
 run folder, on identical folds, with nested grid searches, a corrected resampled t-test
 against the CNN, and ``brainmaps morphometry`` to make regional features from an atlas
 when no FreeSurfer table exists.
+
+The names below are imported on first use (PEP 562): ``import brainmaps.baselines``
+loads neither scikit-learn, XGBoost nor matplotlib until they are needed, and never torch.
 """
 
-from brainmaps.baselines.compare import (
-    compare_models,
-    corrected_resampled_ttest,
-    format_comparison,
-)
-from brainmaps.baselines.core import BaselineResult, as_splits, nested_cv
-from brainmaps.baselines.morphometry import (
-    morphometry_table,
-    read_atlas_labels,
-    run_morphometry,
-)
-from brainmaps.baselines.plots import importance_table, plot_importances
-from brainmaps.baselines.run import ALL_MODELS, run_baselines
-from brainmaps.baselines.tables import find_identifier_columns, load_features
-from brainmaps.baselines.tabular import TABULAR_MODELS, cross_validate_tabular
-from brainmaps.baselines.voxels import VOXEL_MODELS, cross_validate_voxels, voxel_matrix
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # what static tools see; at run time names load on first use (PEP 562)
+    from brainmaps.baselines.compare import (
+        compare_models,
+        corrected_resampled_ttest,
+        format_comparison,
+    )
+    from brainmaps.baselines.core import BaselineResult, as_splits, nested_cv
+    from brainmaps.baselines.morphometry import (
+        morphometry_table,
+        read_atlas_labels,
+        run_morphometry,
+    )
+    from brainmaps.baselines.plots import importance_table, plot_importances
+    from brainmaps.baselines.run import ALL_MODELS, run_baselines
+    from brainmaps.baselines.tables import find_identifier_columns, load_features
+    from brainmaps.baselines.tabular import TABULAR_MODELS, cross_validate_tabular
+    from brainmaps.baselines.voxels import VOXEL_MODELS, cross_validate_voxels, voxel_matrix
+
+#: Module (relative to this package, or absolute) -> the public names it defines,
+#: exported here and imported on first use.
+_SUBMODULES: dict[str, tuple[str, ...]] = {
+    ".compare": ("compare_models", "corrected_resampled_ttest", "format_comparison"),
+    ".core": ("BaselineResult", "as_splits", "nested_cv"),
+    ".morphometry": ("morphometry_table", "read_atlas_labels", "run_morphometry"),
+    ".plots": ("importance_table", "plot_importances"),
+    ".run": ("ALL_MODELS", "run_baselines"),
+    ".tables": ("find_identifier_columns", "load_features"),
+    ".tabular": ("TABULAR_MODELS", "cross_validate_tabular"),
+    ".voxels": ("VOXEL_MODELS", "cross_validate_voxels", "voxel_matrix"),
+}
+_EXPORTS = {name: module for module, names in _SUBMODULES.items() for name in names}
 
 __all__ = [
     "ALL_MODELS",
@@ -46,3 +69,18 @@ __all__ = [
     "run_morphometry",
     "voxel_matrix",
 ]
+
+
+def __getattr__(name: str):
+    """Import the module that defines ``name`` on first access (PEP 562)."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    """List the public names with the module's globals (PEP 562)."""
+    return sorted({*globals(), *__all__})

@@ -3,7 +3,8 @@
 Differences between models evaluated by cross-validation are not independent across
 folds (the training parts overlap), so a plain paired t-test is too optimistic. The
 corrected resampled t-test of Nadeau & Bengio (2003, *Inference for the Generalization
-Error*, Machine Learning 52:239) inflates the variance by ``n_test / n_train``.
+Error*, Machine Learning 52:239) inflates the variance by ``n_test / n_train``; it lives
+in :func:`brainmaps.evaluation.statistics.corrected_resampled_ttest`.
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-from brainmaps.exceptions import ConfigError, ShapeError
+from brainmaps.evaluation.statistics import corrected_resampled_ttest
+from brainmaps.exceptions import ConfigError
 
-__all__ = ["compare_models", "corrected_resampled_ttest", "format_comparison"]
+__all__ = ["compare_models", "format_comparison"]
 
 #: Columns summarised in the comparison, and the per-fold score tested, per task.
 SUMMARY = {
@@ -24,48 +25,6 @@ SUMMARY = {
     "regression": (("mae", "rmse", "r", "r2"), "mae"),
 }
 _LABELS = {"balanced_accuracy": "balanced acc.", "roc_auc": "AUC", "r2": "R²"}
-
-
-def corrected_resampled_ttest(scores_a, scores_b, n_train: float, n_test: float):
-    """Corrected resampled t-test of two models scored on the same folds.
-
-    With the per-fold differences ``d_j = a_j - b_j`` (j = 1..J),
-    ``t = mean(d) / sqrt((1/J + n_test/n_train) * var(d))`` (``var`` with ddof=1), with
-    J - 1 degrees of freedom (Nadeau & Bengio 2003; for k-fold cross-validation
-    ``n_test/n_train = 1/(k-1)``, as in Bouckaert & Frank 2004).
-
-    Parameters
-    ----------
-    scores_a, scores_b : array-like of float, shape (J,)
-        Per-fold scores (e.g. accuracy) of the two models, fold by fold.
-    n_train, n_test : float
-        Training and test set sizes (means over folds).
-
-    Returns
-    -------
-    t : float
-        Positive when ``a`` scores higher.
-    p : float
-        Two-sided p-value. ``t = 0, p = 1`` when every difference is zero; both are NaN
-        when the differences are all equal but non-zero (zero variance).
-    """
-    a, b = np.asarray(scores_a, dtype=float), np.asarray(scores_b, dtype=float)
-    if a.shape != b.shape or a.ndim != 1 or len(a) < 2:
-        raise ShapeError(
-            f"the t-test needs two equal-length score vectors of >= 2 folds, got {a.shape} "
-            f"and {b.shape}."
-        )
-    if not (n_train > 0 and n_test > 0):
-        raise ConfigError(f"n_train and n_test must be positive, got {n_train}, {n_test}.")
-    d = a - b
-    if not np.isfinite(d).all():
-        return float("nan"), float("nan")
-    mean, var = float(d.mean()), float(d.var(ddof=1))
-    if var <= 1e-15 * max(1.0, mean * mean):
-        return (0.0, 1.0) if abs(mean) < 1e-12 else (float("nan"), float("nan"))
-    t = mean / np.sqrt((1.0 / len(d) + n_test / n_train) * var)
-    p = 2.0 * stats.t.sf(abs(t), df=len(d) - 1)
-    return float(t), float(p)
 
 
 def _fold_rows(table: pd.DataFrame, model: str) -> pd.DataFrame:

@@ -18,13 +18,13 @@ from sklearn.model_selection import GridSearchCV
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from brainmaps.exceptions import CohortError, ConfigError, DataLeakageError, ShapeError
-from brainmaps.training.cross_validation import make_folds
-from brainmaps.training.metrics import (
+from brainmaps.evaluation.metrics import (
     classification_metrics,
     regression_metrics,
     summarize_folds,
 )
+from brainmaps.evaluation.splitters import make_folds
+from brainmaps.exceptions import CohortError, ConfigError, DataLeakageError, ShapeError
 
 __all__ = [
     "TASKS",
@@ -60,8 +60,8 @@ class BaselineResult:
         NaN for rows never tested.
     metrics : pandas.DataFrame
         ``fold``, ``n_test`` and the metrics of
-        :func:`~brainmaps.training.metrics.classification_metrics` (or
-        :func:`~brainmaps.training.metrics.regression_metrics`) per fold, then ``mean``
+        :func:`~brainmaps.evaluation.metrics.classification_metrics` (or
+        :func:`~brainmaps.evaluation.metrics.regression_metrics`) per fold, then ``mean``
         and ``std`` rows.
     best_params : tuple of dict
         The hyper-parameters chosen by the inner grid search in each fold.
@@ -117,7 +117,7 @@ def as_splits(folds, n_samples: int) -> list[Split]:
     ----------
     folds : array-like of int or sequence of (array, array)
         Either the test fold of every row (as returned by
-        :func:`~brainmaps.training.cross_validation.make_folds`) or one
+        :func:`~brainmaps.evaluation.splitters.make_folds`) or one
         ``(train_idx, test_idx)`` pair of row indices per fold (e.g.
         ``RunFolder.indices(k, "fit"), RunFolder.indices(k, "test")``).
     n_samples : int

@@ -7,7 +7,7 @@ import time
 
 from brainmaps.data.preprocess import parse_grid
 from brainmaps.demo import DemoSettings, run_demo
-from brainmaps.training.metrics import format_metrics_table
+from brainmaps.evaluation.metrics import format_metrics_table
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -1,30 +1,66 @@
-"""Data layer: NIfTI I/O, cohorts (tables and BIDS), preprocessing, cache, synthetic cohorts."""
+"""Data layer: NIfTI I/O, cohorts (tables and BIDS), preprocessing, cache, synthetic cohorts.
 
-from brainmaps.data.cache import CachedVolumes, cache_volumes
-from brainmaps.data.cohort import Cohort, load_cohort
-from brainmaps.data.io import check_volume, load_img, save_array, save_img
-from brainmaps.data.pipeline import list_scans, output_paths, preprocess_cohort
-from brainmaps.data.preprocess import (
-    DEFAULT_GRID_SHAPE,
-    Grid,
-    PreprocessConfig,
-    mni_brain_mask,
-    mni_grid,
-    normalize,
-    parse_grid,
-    preprocess_img,
-    reorient_canonical,
-    resample_to_grid,
-)
-from brainmaps.data.qc import flag_outliers, plot_qc_mosaic, qc_correlations
-from brainmaps.data.registration import TEMPLATE_SPACE, RegistrationConfig, register_img
-from brainmaps.data.synthetic import SynthConfig, list_regions, make_synthetic_cohort
-from brainmaps.data.transforms import (
-    apply_transform,
-    read_transform,
-    transform_matrix,
-    write_transform,
-)
+The names below are imported on first use (PEP 562): ``import brainmaps.data`` loads
+neither SimpleITK nor scikit-learn until a function that needs them is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # what static tools see; at run time names load on first use (PEP 562)
+    from brainmaps.data.cache import CachedVolumes, cache_volumes
+    from brainmaps.data.cohort import Cohort, load_cohort
+    from brainmaps.data.io import check_volume, load_img, save_array, save_img
+    from brainmaps.data.pipeline import list_scans, output_paths, preprocess_cohort
+    from brainmaps.data.preprocess import (
+        DEFAULT_GRID_SHAPE,
+        Grid,
+        PreprocessConfig,
+        mni_brain_mask,
+        mni_grid,
+        normalize,
+        parse_grid,
+        preprocess_img,
+        reorient_canonical,
+        resample_to_grid,
+    )
+    from brainmaps.data.qc import flag_outliers, plot_qc_mosaic, qc_correlations
+    from brainmaps.data.registration import TEMPLATE_SPACE, RegistrationConfig, register_img
+    from brainmaps.data.synthetic import SynthConfig, list_regions, make_synthetic_cohort
+    from brainmaps.data.transforms import (
+        apply_transform,
+        read_transform,
+        transform_matrix,
+        write_transform,
+    )
+
+#: Module (relative to this package, or absolute) -> the public names it defines,
+#: exported here and imported on first use.
+_SUBMODULES: dict[str, tuple[str, ...]] = {
+    ".cache": ("CachedVolumes", "cache_volumes"),
+    ".cohort": ("Cohort", "load_cohort"),
+    ".io": ("check_volume", "load_img", "save_array", "save_img"),
+    ".pipeline": ("list_scans", "output_paths", "preprocess_cohort"),
+    ".preprocess": (
+        "DEFAULT_GRID_SHAPE",
+        "Grid",
+        "PreprocessConfig",
+        "mni_brain_mask",
+        "mni_grid",
+        "normalize",
+        "parse_grid",
+        "preprocess_img",
+        "reorient_canonical",
+        "resample_to_grid",
+    ),
+    ".qc": ("flag_outliers", "plot_qc_mosaic", "qc_correlations"),
+    ".registration": ("TEMPLATE_SPACE", "RegistrationConfig", "register_img"),
+    ".synthetic": ("SynthConfig", "list_regions", "make_synthetic_cohort"),
+    ".transforms": ("apply_transform", "read_transform", "transform_matrix", "write_transform"),
+}
+_EXPORTS = {name: module for module, names in _SUBMODULES.items() for name in names}
 
 __all__ = [
     "DEFAULT_GRID_SHAPE",
@@ -62,3 +98,18 @@ __all__ = [
     "transform_matrix",
     "write_transform",
 ]
+
+
+def __getattr__(name: str):
+    """Import the module that defines ``name`` on first access (PEP 562)."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    """List the public names with the module's globals (PEP 562)."""
+    return sorted({*globals(), *__all__})

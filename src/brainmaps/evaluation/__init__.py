@@ -1,0 +1,86 @@
+"""Evaluation: splitters, leakage checks, metrics and statistics (torch-free).
+
+NumPy, pandas, scikit-learn and SciPy only, so it serves the CNN runs
+(:mod:`brainmaps.training`), the classical baselines (:mod:`brainmaps.baselines`) and
+scores made by any other tool alike.
+
+- :mod:`~brainmaps.evaluation.splitters`: cross-validation folds grouped by subject and
+  stratified by label, inner validation splits, user-supplied folds, leakage checks.
+- :mod:`~brainmaps.evaluation.metrics`: classification and regression metrics per fold,
+  summarised as mean ± std.
+- :mod:`~brainmaps.evaluation.statistics`: the corrected resampled t-test of two models
+  scored on the same folds, Benjamini-Hochberg FDR.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # what static tools see; at run time names load on first use (PEP 562)
+    from brainmaps.evaluation.metrics import (
+        classification_metrics,
+        format_metrics_table,
+        regression_metrics,
+        summarize_folds,
+    )
+    from brainmaps.evaluation.splitters import (
+        check_class_counts,
+        check_no_leakage,
+        folds_table,
+        inner_split,
+        make_folds,
+        read_folds,
+    )
+    from brainmaps.evaluation.statistics import benjamini_hochberg, corrected_resampled_ttest
+
+#: Module (relative to this package, or absolute) -> the public names it defines,
+#: exported here and imported on first use.
+_SUBMODULES: dict[str, tuple[str, ...]] = {
+    ".metrics": (
+        "classification_metrics",
+        "format_metrics_table",
+        "regression_metrics",
+        "summarize_folds",
+    ),
+    ".splitters": (
+        "check_class_counts",
+        "check_no_leakage",
+        "folds_table",
+        "inner_split",
+        "make_folds",
+        "read_folds",
+    ),
+    ".statistics": ("benjamini_hochberg", "corrected_resampled_ttest"),
+}
+_EXPORTS = {name: module for module, names in _SUBMODULES.items() for name in names}
+
+__all__ = [
+    "benjamini_hochberg",
+    "check_class_counts",
+    "check_no_leakage",
+    "classification_metrics",
+    "corrected_resampled_ttest",
+    "folds_table",
+    "format_metrics_table",
+    "inner_split",
+    "make_folds",
+    "read_folds",
+    "regression_metrics",
+    "summarize_folds",
+]
+
+
+def __getattr__(name: str):
+    """Import the module that defines ``name`` on first access (PEP 562)."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    """List the public names with the module's globals (PEP 562)."""
+    return sorted({*globals(), *__all__})
