@@ -13,12 +13,12 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from brainmaps.attribution.cohort import explain_run
 from brainmaps.data.preprocess import PreprocessConfig
-from brainmaps.data.synthetic import make_synthetic_cohort
+from brainmaps.data.synthetic import SYNTH_PRESETS, make_synthetic_cohort
 from brainmaps.reports.analyse import analyse_run
 from brainmaps.reports.html import build_report
-from brainmaps.training.config import DataConfig, RunConfig, TrainingConfig
+from brainmaps.run.config import DataConfig, ExecutionConfig, RunConfig, TrainingConfig
+from brainmaps.steps import explain as explain_run
 from brainmaps.training.run import RunResult, train_run
 
 __all__ = ["DemoSettings", "run_demo"]
@@ -90,15 +90,11 @@ class DemoSettings:
 
     n_subjects: int = 120
     grid_shape: tuple[int, int, int] = (36, 44, 36)
-    effect: str = "intensity"
-    effect_size: float = 0.3
-    regions: tuple[str, ...] = (
-        "left_hippocampus",
-        "right_hippocampus",
-        "left_superior_frontal",
-        "right_superior_frontal",
-        "precuneus",
-    )
+    # the default preset of 'brainmaps synth': 30 % darker tissue in both hippocampi,
+    # both superior frontal gyri and the precuneus
+    effect: str = SYNTH_PRESETS["default"]["effect"]
+    effect_size: float = SYNTH_PRESETS["default"]["effect_size"]
+    regions: tuple[str, ...] = SYNTH_PRESETS["default"]["regions"]
     folds: int = 5
     epochs: int = 20
     lr: float = 1e-3
@@ -156,10 +152,9 @@ def run_demo(
             lr=s.lr,
             batch_size=s.batch_size,
             seed=s.seed,
-            n_jobs=s.n_jobs,
-            cache_dir=str(out / "cache"),
         ),
         out=str(out / "run"),
+        execution=ExecutionConfig(n_jobs=s.n_jobs, cache_dir=str(out / "cache")),
     )
     result = train_run(config, progress=progress)
     if not s.methods:

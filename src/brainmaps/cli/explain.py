@@ -7,8 +7,10 @@ import argparse
 import yaml
 
 from brainmaps.attribution import list_methods
-from brainmaps.attribution.cohort import explain_run, occlusion_cohort_map
+from brainmaps.attribution.cohort import occlusion_cohort_map
 from brainmaps.exceptions import ConfigError
+from brainmaps.steps import explain
+from brainmaps.validation import parse_list
 
 DEFAULT_METHODS = "grad_cam,guided_backprop"
 
@@ -62,18 +64,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="explain only this many test subjects per fold (a seeded sample taking the "
         "classes in turn; for slow methods on large cohorts)",
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="recompute a method's maps that were made with other options (target, layer, "
+        "--set, sample); without it such a call is refused",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
 
 def parse_methods(text: str) -> list[str]:
     """Split ``--methods``; ``all`` means every registered method."""
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if names == ["all"]:
-        return list_methods()
-    if not names:
-        raise ConfigError(f"--methods is empty; choose from {', '.join(list_methods())}.")
-    return names
+    names = parse_list(text, "--methods", example=",".join(list_methods()[:2]))
+    return list_methods() if names == ["all"] else names
 
 
 def parse_options(items: list[str]) -> dict[str, dict]:
@@ -102,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     target = args.target
     if isinstance(target, str) and target.isdigit():
         target = int(target)
-    tables = explain_run(
+    tables = explain(
         args.run_dir,
         methods,
         target=target,
@@ -112,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         native_space=args.native_space,
         subjects_per_fold=args.subjects_per_fold,
+        overwrite=args.overwrite,
         progress=not args.quiet,
     )
     if args.occlusion_cohort:
