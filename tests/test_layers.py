@@ -49,7 +49,7 @@ LAYERS: dict[str, float] = {
     "baselines": 3,
     "analysis": 3,
     "probes": 3,
-    "run": 2,
+    "run": 2.5,  # the run folder reads the volume cache and preprocessing config of data
     "models": 2,
     "evaluation": 2,
     "data": 2,
@@ -69,9 +69,6 @@ KNOWN_DEPARTURES: set[tuple[str, str]] = {
     ("brainmaps.training.features", "analysis"),
     ("brainmaps.training.masked_eval", "analysis"),
     ("brainmaps.training.reevaluate", "analysis"),
-    # L2 -> L2: the run folder opens the volume cache and the preprocessing config of data.
-    ("brainmaps.run.config", "data"),
-    ("brainmaps.run.folder", "data"),
 }
 
 
