@@ -12,106 +12,37 @@ local layer the patch is pasted into the full unoccluded feature map and the res
 the network (flatten, global pooling, linear layers...) runs on whole feature maps.
 
 The chain is discovered from the module tree in forward order: one traced forward pass
-records the calls of the leaf modules, and the network qualifies when each leaf takes
-exactly the previous leaf's output (same tensor, same values) and the model returns the
-last leaf's output. Anything else (skip connections, functional operations between
-modules) falls back to plain batched forward passes of whole occluded copies.
+(:func:`brainmaps.models.tracing.trace`) records the calls of the leaf modules, and the
+network qualifies when each leaf takes exactly the previous leaf's output (same tensor,
+same values) and the model returns the last leaf's output. Anything else (skip
+connections, functional operations between modules) falls back to plain batched
+forward passes of whole occluded copies.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from brainmaps.attribution.base import hooks
+from brainmaps.models.tracing import BATCHNORMS, POINTWISE, Call, Trace, Window, window
+from brainmaps.models.tracing import trace as trace_calls
 
-__all__ = ["OcclusionEngine", "Sites", "box_mask", "paste", "trace_network"]
-
-_POINTWISE = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
-    nn.Mish, nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.Softplus, nn.Identity,
-    nn.Dropout, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout,
-)  # fmt: skip
+__all__ = ["OcclusionEngine", "Sites", "box_mask", "paste"]
 
 
-@dataclass
-class Call:
-    """One call of a leaf module in the traced forward pass."""
-
-    module: nn.Module
-    chained: bool  # its only input is the previous leaf's output, unchanged
-    in_shape: tuple[int, ...] = ()
-    out_shape: tuple[int, ...] = ()
-
-
-@dataclass
-class Trace:
-    """Leaf calls in forward order; ``pure`` when the whole model is their composition."""
-
-    calls: list[Call] = field(default_factory=list)
-    pure: bool = False
-
-
-def trace_network(model: nn.Module, example: torch.Tensor) -> Trace:
-    """Record the leaf-module calls of ``model(example)`` (eval mode, one input) in order."""
-    trace = Trace()
-    state: dict = {"prev": example, "values": example.clone()}
-
-    def pre_hook(module, args, kwargs):
-        x = args[0] if len(args) == 1 and not kwargs else None
-        chained = (
-            isinstance(x, torch.Tensor) and x is state["prev"] and torch.equal(x, state["values"])
-        )
-        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else ()
-        trace.calls.append(Call(module, bool(chained), shape))
-
-    def post_hook(module, args, output):
-        is_tensor = isinstance(output, torch.Tensor)
-        trace.calls[-1].out_shape = tuple(output.shape) if is_tensor else ()
-        state["prev"] = output
-        state["values"] = output.clone() if is_tensor else None
-
-    leaves = [m for m in model.modules() if next(m.children(), None) is None]
-    with hooks() as handles, torch.no_grad():
-        for leaf in leaves:
-            handles.append(leaf.register_forward_pre_hook(pre_hook, with_kwargs=True))
-            handles.append(leaf.register_forward_hook(post_hook))
-        out = model(example)
-    trace.pure = bool(
-        trace.calls
-        and all(c.chained for c in trace.calls)
-        and out is state["prev"]
-        and torch.equal(out, state["values"])
-    )
-    return trace
-
-
-def _tuple(value, n: int) -> tuple[int, ...]:
-    return tuple(value) if isinstance(value, tuple | list) else (value,) * n
-
-
-@dataclass
-class LocalStep:
+@dataclass(frozen=True)
+class LocalStep(Window):
     """A convolution or pooling layer evaluated on explicitly padded crops."""
 
     module: nn.Module
-    kernel: tuple[int, ...]
-    stride: tuple[int, ...]
-    padding: tuple[int, ...]
-    dilation: tuple[int, ...]
     pad_value: float
     in_size: tuple[int, ...]
     out_size: tuple[int, ...]
     channels: tuple[int, int]  # (in, out)
-
-    @property
-    def reach(self) -> tuple[int, ...]:
-        """Input extent of one output, minus one: ``dilation * (kernel - 1)``."""
-        return tuple(d * (k - 1) for d, k in zip(self.dilation, self.kernel, strict=True))
 
     def pads(self) -> list[tuple[int, int]]:
         """(before, after) padding per axis, enough for every output's receptive field."""
@@ -133,28 +64,21 @@ def _local_step(call: Call) -> LocalStep | None:
     m, nd = call.module, len(call.in_shape) - 2
     if nd != 3 or len(call.out_shape) != 5:
         return None
+    win = window(m, nd)
     if isinstance(m, nn.Conv3d) and m.padding_mode == "zeros":
-        dilation = _tuple(m.dilation, nd)
-        padding = m.padding
-        if isinstance(padding, str):
-            reach = [d * (k - 1) for d, k in zip(dilation, m.kernel_size, strict=True)]
-            if padding == "same" and any(r % 2 for r in reach):
-                return None
-            padding = tuple(r // 2 for r in reach) if padding == "same" else (0,) * nd
-        geometry = (m.kernel_size, m.stride, padding, dilation, 0.0)
-    elif isinstance(m, nn.MaxPool3d) and not (m.ceil_mode or m.return_indices):
-        geometry = (m.kernel_size, m.stride, m.padding, m.dilation, -float("inf"))
-    elif isinstance(m, nn.AvgPool3d) and not m.ceil_mode:
-        if not m.count_include_pad and any(_tuple(m.padding, nd)):
-            return None
-        geometry = (m.kernel_size, m.stride or m.kernel_size, m.padding, 1, 0.0)
+        supported, pad_value = m.padding != "same" or not any(r % 2 for r in win.reach), 0.0
+    elif isinstance(m, nn.MaxPool3d):
+        supported, pad_value = not (m.ceil_mode or m.return_indices), -float("inf")
+    elif isinstance(m, nn.AvgPool3d):
+        supported = not m.ceil_mode and (m.count_include_pad or not any(win.padding))
+        pad_value = 0.0
     else:
         return None
-    k, s, p, d, pad_value = geometry
-    step = LocalStep(
-        m, _tuple(k, nd), _tuple(s, nd), _tuple(p, nd), _tuple(d, nd), pad_value,
-        call.in_shape[2:], call.out_shape[2:], (call.in_shape[1], call.out_shape[1]),
-    )  # fmt: skip
+    if not supported:
+        return None
+    sizes = {"in_size": call.in_shape[2:], "out_size": call.out_shape[2:]}
+    channels = (call.in_shape[1], call.out_shape[1])
+    step = LocalStep(**asdict(win), module=m, pad_value=pad_value, channels=channels, **sizes)
     expected = tuple(
         (n + 2 * p - r - 1) // s + 1
         for n, p, r, s in zip(step.in_size, step.padding, step.reach, step.stride, strict=True)
@@ -166,9 +90,9 @@ def _is_pointwise(call: Call) -> bool:
     m = call.module
     if call.in_shape != call.out_shape:
         return False
-    if isinstance(m, nn.BatchNorm3d):
+    if isinstance(m, BATCHNORMS):
         return not m.training and m.track_running_stats and m.running_mean is not None
-    return isinstance(m, _POINTWISE) and not m.training
+    return isinstance(m, POINTWISE) and not m.training
 
 
 @dataclass
@@ -370,7 +294,7 @@ class OcclusionEngine:
         self.model = model
         self.shape = tuple(example.shape[1:])
         self.boxes = torch.as_tensor(boxes, dtype=torch.long, device=example.device)
-        trace = trace_network(model, example)
+        trace = trace_calls(model, example, snapshot=True)
         self.plan = build_plan(trace) if incremental else None
         self.geometry = None
         if self.plan is not None:

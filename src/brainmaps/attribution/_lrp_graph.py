@@ -1,13 +1,13 @@
 """Layer discovery and BatchNorm folding for LRP (private to :mod:`.lrp`).
 
-:func:`trace_layers` runs the model once with forward hooks on its leaf modules and
-turns the modules it called, in call order, into :class:`Layer` records that
-:mod:`brainmaps.attribution.lrp` replays and propagates relevance through. It checks
-that the network is a chain: every module must read the output of the module called
-before it (a reshape such as ``x.view(n, -1)`` in ``forward`` is allowed and becomes a
-``reshape`` layer), and the model must return the last module's output. BatchNorm
-layers are folded into the convolution or linear layer right before them, on copies of
-the weights: the model is never changed.
+:func:`trace_layers` runs the model once through :func:`brainmaps.models.tracing.trace`
+(forward hooks on its leaf modules) and turns the modules it called, in call order, into
+:class:`Layer` records that :mod:`brainmaps.attribution.lrp` replays and propagates
+relevance through. It checks that the network is a chain: every module must read the
+output of the module called before it (a reshape such as ``x.view(n, -1)`` in
+``forward`` is allowed and becomes a ``reshape`` layer), and the model must return the
+last module's output. BatchNorm layers are folded into the convolution or linear layer
+right before them, on copies of the weights: the model is never changed.
 """
 
 from __future__ import annotations
@@ -21,12 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from brainmaps.attribution.base import hooks
 from brainmaps.exceptions import ConfigError
+from brainmaps.models.tracing import DROPOUTS, Call, trace
 
 __all__ = ["SUPPORTED", "Layer", "fold_batchnorm", "trace_layers"]
 
-_DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
 _AVGPOOL = (nn.AvgPool3d, nn.AdaptiveAvgPool3d)
 _BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm3d)
 #: Module types LRP can propagate through (named in error messages).
@@ -164,47 +163,32 @@ def trace_layers(
         On a module type without an LRP rule, a non-sequential topology, or a BatchNorm
         that does not follow a convolution or linear layer.
     """
-    names = {id(m): name for name, m in model.named_modules()}
-    calls: list[tuple[nn.Module, tuple, Any]] = []
-
-    def record(module: nn.Module, args: tuple, output: Any) -> None:
-        calls.append((module, args, output))
-
-    with hooks() as handles, torch.no_grad():
-        for module in model.modules():
-            if next(module.children(), None) is None:
-                handles.append(module.register_forward_hook(record))
-        output = run(x)
-    if not calls:
+    traced = trace(model, x, run=run, keep=True)
+    if not traced.calls:
         raise ConfigError(
             f"LRP found no layers in {type(model).__name__}: its forward calls no "
             f"sub-modules. LRP needs a network built from modules ({SUPPORTED})."
         )
-    return _chain(calls, x, output, names, dtype), output
+    return _chain(traced.calls, x, traced.output, dtype), traced.output
 
 
 def _chain(
-    calls: list[tuple[nn.Module, tuple, Any]],
-    x: torch.Tensor,
-    output: torch.Tensor,
-    names: dict[int, str],
-    dtype: torch.dtype,
+    calls: list[Call], x: torch.Tensor, output: torch.Tensor, dtype: torch.dtype
 ) -> list[Layer]:
     layers: list[Layer] = []
     prev, prev_name = x, "the model input"
-    for module, args, out in calls:
-        name = names.get(id(module), type(module).__name__)
+    for call in calls:
+        module, name, inp, out = call.module, call.name, call.input, call.output
         _check_type(module, name)
-        inp = args[0] if len(args) == 1 else None
         if not isinstance(inp, torch.Tensor) or not isinstance(out, torch.Tensor):
             raise _not_sequential(
                 f"module {name!r} ({type(module).__name__}) does not map one tensor to one tensor"
             )
-        if inp is not prev:
+        if not call.follows:
             _check_same_data(inp, prev, f"module {name!r} does not read the output of {prev_name}")
             layers.append(Layer("reshape", f"reshape before {name}", shape=tuple(inp.shape[1:])))
         if isinstance(module, _BATCHNORM):
-            layers[-1] = _folded(layers, module, name, inp is prev, dtype)
+            layers[-1] = _folded(layers, module, name, call.follows, dtype)
         else:
             layers.append(_layer(module, name, out, dtype))
         prev, prev_name = out, f"module {name!r}"
@@ -216,7 +200,7 @@ def _chain(
 
 def _check_type(module: nn.Module, name: str) -> None:
     known = (nn.Conv3d, nn.Linear, nn.ReLU, nn.MaxPool3d, nn.Flatten, nn.Identity)
-    if not isinstance(module, known + _DROPOUT + _AVGPOOL + _BATCHNORM):
+    if not isinstance(module, known + DROPOUTS + _AVGPOOL + _BATCHNORM):
         raise ConfigError(
             f"LRP has no rule for module {name!r} of type {type(module).__name__}; the "
             f"supported layers are {SUPPORTED}. Use a model built from these layers or "

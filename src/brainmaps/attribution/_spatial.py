@@ -10,50 +10,16 @@ interpolated (trilinearly, separably per axis) at every input voxel.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from torch import nn
 
-from brainmaps.attribution.base import hooks
+from brainmaps.models.tracing import ReceptiveField, receptive_field, trace
 
-__all__ = ["LayerGeometry", "layer_geometry", "upsample_aligned"]
-
-_LOCAL = (nn.Conv3d, nn.MaxPool3d, nn.AvgPool3d)
-_NEUTRAL = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.BatchNorm3d, nn.Dropout, nn.Dropout3d, nn.Identity)
+__all__ = ["layer_geometry", "upsample_aligned"]
 
 
-@dataclass(frozen=True)
-class LayerGeometry:
-    """Affine map from feature index to input index, per axis: ``offset + stride * i``.
-
-    ``exact`` is False when a layer whose geometry is unknown was met on the way (then
-    the feature map is assumed to span the input evenly).
-    """
-
-    offset: tuple[float, ...]
-    stride: tuple[float, ...]
-    exact: bool = True
-
-
-def _triple(value) -> tuple[int, ...]:
-    return tuple(value) if isinstance(value, tuple | list) else (value, value, value)
-
-
-def _compose(geometry: LayerGeometry, module: nn.Module) -> LayerGeometry:
-    k, s = _triple(module.kernel_size), _triple(module.stride or module.kernel_size)
-    p = _triple(module.padding)
-    d = _triple(getattr(module, "dilation", 1))
-    offset = tuple(
-        o + st * (-pi + di * (ki - 1) / 2)
-        for o, st, pi, di, ki in zip(geometry.offset, geometry.stride, p, d, k, strict=True)
-    )
-    stride = tuple(st * si for st, si in zip(geometry.stride, s, strict=True))
-    return LayerGeometry(offset, stride, geometry.exact)
-
-
-def layer_geometry(model: nn.Module, layer: nn.Module, x: torch.Tensor) -> LayerGeometry:
+def layer_geometry(model: nn.Module, layer: nn.Module, x: torch.Tensor) -> ReceptiveField:
     """Trace one forward pass and compose the geometry of every layer before ``layer``.
 
     Parameters
@@ -66,28 +32,12 @@ def layer_geometry(model: nn.Module, layer: nn.Module, x: torch.Tensor) -> Layer
 
     Returns
     -------
-    LayerGeometry
+    ReceptiveField
+        ``offset`` and ``stride`` place feature voxel ``i`` at input index
+        ``offset + stride * i`` per axis.
     """
-    called: list[nn.Module] = []
-    done = {"flag": False}
-
-    def record(module, _inputs, _output):
-        if module is layer:
-            done["flag"] = True
-        elif not done["flag"] and not list(module.children()):
-            called.append(module)
-
-    with hooks() as handles, torch.no_grad():
-        for m in model.modules():
-            handles.append(m.register_forward_hook(record))
-        model(x[:1])
-    geometry = LayerGeometry((0.0,) * (x.dim() - 2), (1.0,) * (x.dim() - 2))
-    for module in called:
-        if isinstance(module, _LOCAL):
-            geometry = _compose(geometry, module)
-        elif not isinstance(module, _NEUTRAL):
-            return LayerGeometry(geometry.offset, geometry.stride, exact=False)
-    return geometry
+    calls = trace(model, x[:1], until=layer).calls
+    return receptive_field([c.module for c in calls if c.module is not layer], x.dim() - 2)
 
 
 def _axis_weights(n_in: int, n_feat: int, offset: float, stride: float) -> np.ndarray:
@@ -103,7 +53,7 @@ def _axis_weights(n_in: int, n_feat: int, offset: float, stride: float) -> np.nd
 
 
 def upsample_aligned(
-    maps: torch.Tensor, size: tuple[int, ...], geometry: LayerGeometry | None
+    maps: torch.Tensor, size: tuple[int, ...], geometry: ReceptiveField | None
 ) -> torch.Tensor:
     """Interpolate feature maps ``(N, *feat)`` onto the input grid ``(N, *size)``.
 
