@@ -18,8 +18,9 @@ Layers, top to bottom::
         exceptions (the floor of L1: every layer, L1 included, may raise its errors)
 
 Inside L2, ``run`` sits above ``data`` (the run folder opens the volume cache and the
-preprocessing configuration). Inside L6, ``cli`` sits on top (DESIGN.md: ``cli -> {serve, reports}``): each command
-parses its arguments and calls one public function, e.g. of ``demo`` or ``serve``.
+preprocessing configuration). Inside L6, ``cli`` sits on top (DESIGN.md:
+``cli -> {serve, reports}``): each command parses its arguments and calls one public
+function, e.g. of ``demo`` or ``serve``.
 Inside L1, ``tasks`` may use ``validation`` and ``utils``, and everything may use
 ``exceptions``; the package root only exposes ``__version__`` and the exceptions.
 Packages that do not exist (yet) are simply absent; a package that exists but has no
@@ -38,8 +39,8 @@ ROOT = "<root>"  # brainmaps/__init__.py
 
 #: Layer of every top-level package or module of brainmaps (higher imports lower).
 #: L6, L2 and L1 are ordered inside (see the module docstring): cli over demo and serve;
-#: run over data;
-#: exceptions (1.0) under utils and validation (1.1), under tasks (1.2), under the root.
+#: run over data; exceptions (1.0) under utils and validation (1.1), under tasks (1.2),
+#: under the package root.
 LAYERS: dict[str, float] = {
     "cli": 6.5,
     "demo": 6,
