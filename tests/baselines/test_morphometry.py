@@ -108,15 +108,16 @@ def test_shared_atlas_tables_are_read_as_they_are(name):
     assert len(table) in (21, 48, 246)
 
 
-def test_cohort_source_needs_a_target(tiny_cohort, tmp_path):
+def test_cohort_source_with_or_without_target(tiny_cohort, tmp_path):
     atlas = tmp_path / "atlas.nii.gz"
     gt = nib.load(tiny_cohort / "ground_truth_mask.nii.gz")
     nib.save(nib.Nifti1Image((np.asarray(gt.dataobj) > 0).astype(np.int16), gt.affine), atlas)
     labels = pd.DataFrame({"index": [1], "name": ["effect"]})
-    with pytest.raises(ConfigError, match="--target"):
-        run_morphometry(tiny_cohort, atlas, labels)
+    # regional volumes need no label: without a target every scan is measured
+    every = run_morphometry(tiny_cohort, atlas, labels, progress=False)
     out = tmp_path / "features.tsv"
     table = run_morphometry(tiny_cohort, atlas, labels, out, target="group", progress=False)
+    pd.testing.assert_frame_equal(every, table)
     assert len(table) == 40 and out.is_file()
     written = pd.read_csv(out, sep="\t", dtype={"subject": str})
     assert written["subject"].tolist() == table["subject"].tolist()

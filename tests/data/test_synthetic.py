@@ -25,6 +25,10 @@ from brainmaps.data.synthetic import (
 from brainmaps.exceptions import BrainmapsWarning, ConfigError
 
 SMALL = {"n_subjects": 8, "voxel_size": 4.0, "progress": False}
+# The settings SynthConfig() planted before version 0.4 (the "hippocampus" preset): the
+# tests of the simulator pass them explicitly.
+HIPPO = {"regions": synthetic.HIPPOCAMPI}
+ATROPHY = {"effect": "atrophy", **HIPPO}
 # Few subjects need little nuisance for group statistics to be meaningful.
 CLEAN = {"bias_field": 0.0, "deformation_mm": 1.0, "age_effect": 0.2, "voxel_size": 4.0}
 CONTROL = {"group": "control", "age": 50.0, "sex": "F", "site": "site1"}
@@ -52,14 +56,15 @@ def _far_from(config, space, margin):
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
-    return make_synthetic_cohort(tmp_path_factory.mktemp("a") / "cohort", seed=1, **SMALL)
+    out = tmp_path_factory.mktemp("a") / "cohort"
+    return make_synthetic_cohort(out, seed=1, **SMALL, **ATROPHY)
 
 
 @pytest.fixture(scope="module")
 def clean_cohort(tmp_path_factory):
     out = tmp_path_factory.mktemp("clean") / "cohort"
     return make_synthetic_cohort(
-        out, n_subjects=16, effect="intensity", effect_size=0.3, progress=False, **CLEAN
+        out, n_subjects=16, effect="intensity", effect_size=0.3, progress=False, **CLEAN, **HIPPO
     )
 
 
@@ -75,12 +80,23 @@ def test_regions_table():
 
 
 def test_config_defaults_and_round_trip():
-    config = SynthConfig()
+    config = SynthConfig(effect="atrophy")
     assert config.effect_size == DEFAULT_EFFECT_SIZE["atrophy"]
     assert SynthConfig(effect="intensity").effect_size == DEFAULT_EFFECT_SIZE["intensity"]
     assert SynthConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     assert SynthConfig(regions=["precuneus"]).regions == ("precuneus",)
     assert SynthConfig(regions="precuneus").regions == ("precuneus",)
+
+
+def test_default_is_the_demo_effect_and_presets_are_valid():
+    config = SynthConfig()  # the demo's: a 30 % intensity decrease in 5 regions
+    assert (config.effect, config.effect_size, len(config.regions)) == ("intensity", 0.3, 5)
+    assert SynthConfig(**synthetic.SYNTH_PRESETS["default"]) == config
+    assert set(synthetic.PRESET_DIFFICULTY) == set(synthetic.SYNTH_PRESETS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sizes = [SynthConfig(**p).effect_size for p in synthetic.SYNTH_PRESETS.values()]
+    assert sizes[:3] == sorted(sizes[:3], reverse=True)  # easy, default, hard
 
 
 @pytest.mark.parametrize(
@@ -92,7 +108,7 @@ def test_config_defaults_and_round_trip():
         ({"seed": -1}, "seed"),
         ({"effect": "shrink"}, "effect"),
         ({"effect_size": -0.1}, "effect_size"),
-        ({"effect_size": 0.6}, "effect_size"),
+        ({"effect_size": 0.6, "effect": "atrophy"}, "effect_size"),
         ({"effect_size": math.nan}, "effect_size"),
         ({"regions": ("nowhere",)}, "regions"),
         ({"regions": ()}, "regions"),
@@ -122,7 +138,7 @@ def test_invalid_make_arguments(tmp_path):
 
 
 def test_override_effect_takes_its_default_size():
-    config = synthetic._apply_overrides(SynthConfig(), {"effect": "intensity"})
+    config = synthetic._apply_overrides(SynthConfig(effect="atrophy"), {"effect": "intensity"})
     assert config.effect_size == DEFAULT_EFFECT_SIZE["intensity"]
 
 
@@ -153,7 +169,7 @@ def test_bids_layout(cohort):
     desc = json.loads((cohort / "dataset_description.json").read_text())
     assert desc["GeneratedBy"][0]["Name"] == "brainmaps" and "BIDSVersion" in desc
     assert SynthConfig.from_dict(desc["SynthConfig"]) == SynthConfig(
-        n_subjects=8, seed=1, voxel_size=4.0
+        n_subjects=8, seed=1, voxel_size=4.0, **ATROPHY
     )
     readme = (cohort / "README").read_text()
     assert "(-26, -22, -14)" in readme and "ground_truth_age_mask" in readme
@@ -193,8 +209,8 @@ def test_ground_truth_masks(cohort, mask, centres):
 
 
 def test_determinism_and_n_jobs(tmp_path, cohort):
-    again = make_synthetic_cohort(tmp_path / "b", seed=1, n_jobs=2, **SMALL)
-    other = make_synthetic_cohort(tmp_path / "c", seed=2, **SMALL)
+    again = make_synthetic_cohort(tmp_path / "b", seed=1, n_jobs=2, **SMALL, **ATROPHY)
+    other = make_synthetic_cohort(tmp_path / "c", seed=2, **SMALL, **ATROPHY)
     table, images = _stack(cohort)
     table_b, images_b = _stack(again)
     table_c, images_c = _stack(other)
@@ -203,14 +219,14 @@ def test_determinism_and_n_jobs(tmp_path, cohort):
     assert not table.equals(table_c)
     assert not np.array_equal(images, images_c)
     row = dict(table.iloc[0])  # a subject does not depend on the rest of the cohort
-    config = SynthConfig(n_subjects=8, seed=1, voxel_size=4.0)
+    config = SynthConfig(n_subjects=8, seed=1, voxel_size=4.0, **ATROPHY)
     np.testing.assert_array_equal(simulate_subject(config, row, 0), images[0])
 
 
 def test_group_effect_in_cohort(clean_cohort):
     table, images = _stack(clean_cohort)
     gt = _load(clean_cohort / "ground_truth_mask.nii.gz") > 0
-    config = SynthConfig(n_subjects=16, effect="intensity", effect_size=0.3, **CLEAN)
+    config = SynthConfig(n_subjects=16, effect="intensity", effect_size=0.3, **CLEAN, **HIPPO)
     far = _far_from(config, load_template_space(4.0), margin=25.0)
     patient = (table.group == "patient").to_numpy()
     inside = images[:, gt].mean(1)
@@ -230,11 +246,11 @@ def test_age_effect_in_cohort(clean_cohort):
 
 def test_atrophy_in_cohort(tmp_path):
     out = make_synthetic_cohort(
-        tmp_path / "atrophy", n_subjects=16, effect_size=0.5, progress=False, **CLEAN
+        tmp_path / "atrophy", n_subjects=16, effect_size=0.5, progress=False, **CLEAN, **ATROPHY
     )
     table, images = _stack(out)
     gt = _load(out / "ground_truth_mask.nii.gz") > 0
-    far = _far_from(SynthConfig(**CLEAN), load_template_space(4.0), margin=25.0)
+    far = _far_from(SynthConfig(**CLEAN, **ATROPHY), load_template_space(4.0), margin=25.0)
     patient = (table.group == "patient").to_numpy()
     t = np.abs(stats.ttest_ind(images[patient], images[~patient]).statistic)
     assert np.nanmean(t[gt]) > 1.3 * np.nanmean(t[far])
@@ -243,7 +259,7 @@ def test_atrophy_in_cohort(tmp_path):
 @pytest.mark.parametrize("effect", ["atrophy", "intensity"])
 def test_group_effect_is_local(effect):
     """Same subject as control and as patient: images differ only around the regions."""
-    config = SynthConfig(n_subjects=8, voxel_size=4.0, effect=effect)
+    config = SynthConfig(n_subjects=8, voxel_size=4.0, effect=effect, **HIPPO)
     space = load_template_space(4.0)
     control = simulate_subject(config, CONTROL, 3).astype(float)
     patient = simulate_subject(config, {**CONTROL, "group": "patient"}, 3).astype(float)
@@ -269,7 +285,9 @@ def test_intensity_effect_is_proportional_to_effect_size():
     """Without noise the decrease is exactly linear in effect_size and bounded by it."""
     images = {}
     for size in (0.0, 0.2, 0.4):
-        config = SynthConfig(n_subjects=8, voxel_size=4.0, effect="intensity", effect_size=size)
+        config = SynthConfig(
+            n_subjects=8, voxel_size=4.0, effect="intensity", effect_size=size, **HIPPO
+        )
         config = synthetic._apply_overrides(config, {"noise": 0.0})
         images[size] = simulate_subject(config, {**CONTROL, "group": "patient"}, 5).astype(float)
     drop1, drop2 = images[0.0] - images[0.2], images[0.0] - images[0.4]
@@ -285,7 +303,7 @@ def test_atrophy_matches_literal_warp(monkeypatch):
         monkeypatch.setattr(synthetic, name, 0.0)
     config = SynthConfig(
         n_subjects=8, voxel_size=4.0, effect_size=0.3, noise=0.0, deformation_mm=0.0,
-        bias_field=0.0, sex_effect=0.0,
+        bias_field=0.0, sex_effect=0.0, **ATROPHY,
     )  # fmt: skip
     patient = simulate_subject(config, {**CONTROL, "group": "patient"}, 0).astype(float)
     space = load_template_space(4.0)
@@ -317,7 +335,7 @@ def test_radial_warp_known_values():
 
 
 def test_age_effect_is_monotonic_and_local():
-    config = SynthConfig(n_subjects=8, voxel_size=4.0)
+    config = SynthConfig(n_subjects=8, voxel_size=4.0, **ATROPHY)
     space = load_template_space(4.0)
     age_mask = np.logical_or.reduce(
         [synthetic.region_mask(space, synthetic.get_region(n)) for n in config.age_regions]
@@ -330,7 +348,7 @@ def test_age_effect_is_monotonic_and_local():
 
 
 def test_sites_change_intensity(tmp_path):
-    config = SynthConfig(n_subjects=8, voxel_size=4.0, n_sites=2)
+    config = SynthConfig(n_subjects=8, voxel_size=4.0, n_sites=2, **ATROPHY)
     table = synthetic.draw_participants(config)
     assert (table.site.value_counts() == 4).all()
     one = simulate_subject(config, {**CONTROL, "site": "site1"}, 0).astype(float)

@@ -25,7 +25,9 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from brainmaps.exceptions import BrainmapsWarning, ConfigError, ImageError
+from brainmaps.data.tables import check_label_table, read_label_table
+from brainmaps.exceptions import BrainmapsWarning, ConfigError
+from brainmaps.validation import check_img
 
 __all__ = [
     "Atlas",
@@ -102,50 +104,16 @@ def _normalise_side(value: object) -> str:
     return "midline" if text in ("m", "midline", "mid", "b", "both", "bilateral") else ""
 
 
-def _split_line(line: str) -> list[str]:
-    if "\t" in line:
-        return [t.strip() for t in line.split("\t")]
-    if "," in line:
-        return [t.strip() for t in line.split(",")]
-    return line.split()
-
-
-def _read_label_file(path: Path) -> pd.DataFrame:
-    """Parse a TSV/CSV with an ``index``/``name`` header, or a FreeSurfer-style LUT."""
-    try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError as err:
-        raise ConfigError(f"labels: cannot read {path} ({err}).") from err
-    rows = [_split_line(ln) for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
-    if not rows:
-        raise ConfigError(f"labels: {path} is empty; give a table with index and name columns.")
-    header = [h.lower() for h in rows[0]]
-    if "index" in header and "name" in header:
-        i, j = header.index("index"), header.index("name")
-        k = header.index("hemisphere") if "hemisphere" in header else None
-        body = [r for r in rows[1:] if len(r) > max(i, j)]
-        table = pd.DataFrame({"index": [r[i] for r in body], "name": [r[j] for r in body]})
-        if k is not None:
-            table["hemisphere"] = [r[k] if len(r) > k else "" for r in body]
-        return table
-    if re.fullmatch(r"-?\d+", rows[0][0]) and len(rows[0]) >= 2:
-        body = [r for r in rows if len(r) >= 2]
-        return pd.DataFrame({"index": [r[0] for r in body], "name": [r[1] for r in body]})
-    raise ConfigError(
-        f"labels: {path} has no 'index' and 'name' columns (first line: {rows[0][:6]}); "
-        "give a TSV/CSV whose header has 'index' and 'name', or a FreeSurfer lookup table "
-        "with lines 'index name r g b a'."
-    )
-
-
 def read_labels(labels: str | os.PathLike | Mapping | pd.DataFrame) -> pd.DataFrame:
     """Read a region table: ``index``, ``name`` and ``hemisphere`` columns.
 
     Parameters
     ----------
     labels : str, os.PathLike, mapping or pandas.DataFrame
-        A TSV/CSV with ``index`` and ``name`` columns (header names are case-insensitive;
-        an optional ``hemisphere`` column is used as given), a FreeSurfer lookup table
+        A TSV/CSV (separator read from the content) with an index column (``index``,
+        ``label`` or ``value``) and a name column (``name``, ``region``, ``label_name`` or
+        ``structure``), header names in any case; an optional ``hemisphere`` column is
+        used as given. Or a FreeSurfer lookup table
         (``index name r g b a`` per line, ``#`` comments), a ``{index: name}`` mapping or
         a data frame with ``index`` and ``name`` columns.
 
@@ -175,62 +143,22 @@ def read_labels(labels: str | os.PathLike | Mapping | pd.DataFrame) -> pd.DataFr
         path = Path(labels).expanduser()
         if not path.is_file():
             raise ConfigError(f"labels: {path} does not exist; pass a TSV/CSV or LUT file.")
-        table, source = _read_label_file(path), str(path)
+        table, source = read_label_table(path), str(path)
     return _clean_labels(table, source)
 
 
 def _clean_labels(table: pd.DataFrame, source: str) -> pd.DataFrame:
-    index = pd.to_numeric(table["index"], errors="coerce")
-    bad = table.loc[index.isna() | (index != np.round(index)), "index"]
-    if len(bad):
-        raise ConfigError(
-            f"labels: {source} has non-integer indices {list(bad)[:5]}; every row needs an "
-            "integer label value and a name."
-        )
-    out = pd.DataFrame({"index": index.astype(np.int64), "name": table["name"].astype(str)})
-    dup = out.loc[out["index"].duplicated(), "index"]
-    if len(dup):
-        raise ConfigError(
-            f"labels: {source} lists indices {sorted(set(dup))[:5]} more than once; give "
-            "each label value one name."
-        )
-    if "hemisphere" in table.columns:
-        out["hemisphere"] = [_normalise_side(v) for v in table["hemisphere"]]
+    out = check_label_table(table, source)
+    if "hemisphere" in out.columns:
+        out["hemisphere"] = [_normalise_side(v) for v in out["hemisphere"]]
     else:
         out["hemisphere"] = [parse_hemisphere(n) for n in out["name"]]
-    out = out[out["index"] > 0]
-    return out.sort_values("index").reset_index(drop=True)
+    return out
 
 
 def _label_image(atlas_img: nib.Nifti1Image | str | os.PathLike) -> tuple[nib.Nifti1Image, str]:
     source = str(atlas_img) if isinstance(atlas_img, str | os.PathLike) else "atlas_img"
-    if isinstance(atlas_img, str | os.PathLike):
-        path = Path(atlas_img).expanduser()
-        if not path.is_file():
-            raise ImageError(f"atlas_img: {path} does not exist; pass a label NIfTI file.")
-        try:
-            atlas_img = nib.load(path)
-        except Exception as err:
-            raise ImageError(f"atlas_img: {path} is not a readable NIfTI file ({err}).") from err
-    if not isinstance(atlas_img, nib.Nifti1Image | nib.Nifti2Image):
-        raise ImageError(f"atlas_img: expected a NIfTI image or path, got {type(atlas_img)}.")
-    data = np.asarray(atlas_img.dataobj)
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        raise ImageError(
-            f"atlas_img: {source} has shape {data.shape}; a label atlas is one 3D volume of "
-            "integer labels (a 4D probabilistic atlas must first be turned into max-"
-            "probability labels)."
-        )
-    values = data.astype(np.float64, copy=False)
-    if not np.isfinite(values).all() or not np.array_equal(values, np.round(values)):
-        raise ImageError(
-            f"atlas_img: {source} holds non-integer values (e.g. "
-            f"{values[values != np.round(values)][:3].tolist()}); an atlas must be an integer "
-            "label image (it is not a probability or intensity map)."
-        )
-    return nib.Nifti1Image(data, atlas_img.affine), source
+    return check_img(atlas_img, name="atlas_img", labels=True), source
 
 
 def _default_name(source: str) -> str:

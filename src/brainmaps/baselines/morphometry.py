@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from brainmaps.data.io import load_img
 from brainmaps.data.preprocess import Grid, resample_to_grid
+from brainmaps.data.tables import read_label_table
 from brainmaps.exceptions import BrainmapsWarning, ConfigError, ImageError, ShapeError
 from brainmaps.utils import atomic_path
 
@@ -35,12 +36,14 @@ __all__ = [
 
 #: What the images hold: T1 intensities, or tissue probabilities in [0, 1].
 MODES = ("intensity", "segmentation")
-_INDEX_COLS = ("index", "label", "value", "id")
-_NAME_COLS = ("name", "region", "label_name", "structure")
 
 
 def read_atlas_labels(path: str | os.PathLike) -> pd.DataFrame:
-    """Read an atlas label table (TSV/CSV with an ``index`` or ``label`` and a ``name`` column).
+    """Read an atlas label table, with names usable as column names.
+
+    The table is read by :func:`brainmaps.data.tables.read_label_table` (TSV/CSV with an
+    index and a name column, or a FreeSurfer lookup table; background rows dropped), as
+    :func:`brainmaps.analysis.atlas.read_labels` reads it.
 
     Returns
     -------
@@ -50,32 +53,18 @@ def read_atlas_labels(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"atlas label table {path} does not exist; pass --labels TABLE.")
-    sep = {".tsv": "\t", ".csv": ","}.get(path.suffix.lower())
-    table = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, engine="python")
-    lower = {str(c).strip().lower(): c for c in table.columns}
-    name_col = next((lower[c] for c in _NAME_COLS if c in lower), None)
-    index_col = next((lower[c] for c in _INDEX_COLS if c in lower and lower[c] != name_col), None)
-    if name_col is None or index_col is None:
-        raise ConfigError(
-            f"atlas label table {path} needs an index column ({'/'.join(_INDEX_COLS)}) and a "
-            f"name column ({'/'.join(_NAME_COLS)}); found {', '.join(map(str, table.columns))}."
-        )
-    index = pd.to_numeric(table[index_col], errors="coerce")
-    if index.isna().any() or (index != index.round()).any() or (index <= 0).any():
-        raise ConfigError(
-            f"column {index_col!r} of {path} must hold positive integer labels; 0 is the "
-            "background."
-        )
+    table = read_label_table(path)
+    index = table["index"].astype(int)
     names = [
         re.sub(r"\s+", "_", str(n).strip()) or f"region_{i}"
-        for n, i in zip(table[name_col], index.astype(int), strict=True)
+        for n, i in zip(table["name"], index, strict=True)
     ]
     seen: dict[str, int] = {}
     for j, name in enumerate(names):
         seen[name] = seen.get(name, 0) + 1
         if seen[name] > 1:
             names[j] = f"{name}_{int(index.iloc[j])}"
-    return pd.DataFrame({"index": index.astype(int).to_numpy(), "name": names})
+    return pd.DataFrame({"index": index.to_numpy(), "name": names})
 
 
 def otsu_threshold(values, bins: int = 256) -> float:
@@ -181,7 +170,9 @@ def _measure_all(items: Iterable, n: int, atlas: _Atlas, mode, threshold, progre
 
 
 def _load_atlas(atlas_img, labels) -> _Atlas:
-    img = load_img(atlas_img) if isinstance(atlas_img, str | os.PathLike) else atlas_img
+    img = (
+        load_img(atlas_img, labels=True) if isinstance(atlas_img, str | os.PathLike) else atlas_img
+    )
     if len(img.shape) != 3:
         raise ShapeError(f"the atlas must be a 3D label image, got shape {img.shape}.")
     table = labels if isinstance(labels, pd.DataFrame) else read_atlas_labels(labels)
@@ -235,6 +226,18 @@ def morphometry_table(
     return _frame(values, atlas.labels["name"].tolist(), subjects, sessions)
 
 
+def _cohort_scans(source: Path, target: str | None, options: dict) -> pd.DataFrame:
+    """The scans of a cohort: those ``brainmaps train`` uses with ``target``, else all."""
+    if target:
+        from brainmaps.data.cohort import load_cohort
+
+        return load_cohort(source, target, **options).table
+    from brainmaps.data.pipeline import list_scans
+
+    options = {k: v for k, v in options.items() if k != "drop_missing"}
+    return list_scans(source, **options)
+
+
 class _VolumesOnGrid(Sequence):
     """``(volume, affine)`` pairs read lazily, one volume at a time."""
 
@@ -282,12 +285,14 @@ def run_morphometry(
     out : str or os.PathLike, optional
         TSV written atomically.
     target : str, optional
-        Label column of a cohort source, required by
-        :func:`~brainmaps.data.cohort.load_cohort` (so the rows are those ``brainmaps
-        train`` would use); not written to the output.
+        Label column of a cohort source: the rows are then those ``brainmaps train``
+        uses (:func:`~brainmaps.data.cohort.load_cohort`, e.g. scans with a missing
+        label dropped with ``drop_missing``); not written to the output. Without it
+        every scan of the cohort is measured (regional volumes need no label).
     **cohort_options
         Passed to :func:`~brainmaps.data.cohort.load_cohort` (``suffix``,
-        ``subject_col``, ``path_col``, ``drop_missing``).
+        ``subject_col``, ``path_col``, ``drop_missing``) or, without ``target``, to
+        :func:`~brainmaps.data.pipeline.list_scans` (``drop_missing`` ignored).
 
     Returns
     -------
@@ -296,23 +301,16 @@ def run_morphometry(
     """
     source = Path(source)
     if (source / "config.yaml").is_file():
-        from brainmaps.data.run_folder import open_run
+        from brainmaps.run.folder import open_run
 
         run = open_run(source)
         volumes, affine = run.volumes(progress=progress), run.grid.affine
         images = _VolumesOnGrid(volumes, affine)
         subjects, sessions = run.table["subject"], run.table["session"]
     else:
-        if not target:
-            raise ConfigError(
-                f"{source} is a cohort, not a run folder: pass target=... (CLI --target COL, "
-                "the label column as for 'brainmaps train') so its rows are those of training."
-            )
-        from brainmaps.data.cohort import load_cohort
-
-        cohort = load_cohort(source, target, **cohort_options)
-        images = cohort.table["path"].tolist()
-        subjects, sessions = cohort.table["subject"], cohort.table["session"]
+        table = _cohort_scans(source, target, cohort_options)
+        images = table["path"].tolist()
+        subjects, sessions = table["subject"], table["session"]
     table = morphometry_table(
         images,
         atlas_img,

@@ -7,6 +7,7 @@ import argparse
 import pandas as pd
 
 from brainmaps.analysis.overlap import compare_run
+from brainmaps.validation import parse_list
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -46,7 +47,7 @@ def _matrix(table: pd.DataFrame, value: str) -> pd.DataFrame:
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``brainmaps compare``."""
-    methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
+    methods = parse_list(args.methods, "--methods", example="grad_cam,gradient")
     path = compare_run(args.run_dir, methods, threshold=args.threshold, absolute=not args.signed)
     table = pd.read_csv(path, sep="\t")
     first = table[table["map"] == table["map"].iloc[0]]

@@ -7,8 +7,8 @@ import argparse
 import pandas as pd
 
 from brainmaps.analysis.faithfulness import FILLS
-from brainmaps.exceptions import ConfigError
 from brainmaps.training.reevaluate import faithfulness_run
+from brainmaps.validation import parse_list
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -40,12 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def split_methods(text: str | None) -> list[str] | None:
     """Split a comma-separated ``--methods`` value (``None`` stays ``None``)."""
-    if text is None:
-        return None
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if not names:
-        raise ConfigError("--methods is empty; give map folder names, e.g. grad_cam,gradient.")
-    return names
+    return parse_list(text, "--methods", example="grad_cam,gradient")
 
 
 def run(args: argparse.Namespace) -> int:

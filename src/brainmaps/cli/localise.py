@@ -7,6 +7,7 @@ import argparse
 import pandas as pd
 
 from brainmaps.analysis.localisation import localisation_run
+from brainmaps.validation import parse_list
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -28,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``brainmaps localise``."""
-    methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
+    methods = parse_list(args.methods, "--methods", example="grad_cam,gradient")
     path = localisation_run(
         args.run_dir,
         methods,

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 from brainmaps import __version__
 from brainmaps.cli import (
@@ -48,9 +51,17 @@ _COMMANDS = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (then exit status 2)."""
+
+    def error(self, message: str):
+        text = " ".join(message.split())
+        self.exit(2, f"{self.prog}: error: {text.rstrip('.')}; see '{self.prog} --help'.\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser with every sub-command registered."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="brainmaps",
         description="Train 3D CNNs on brain MRI and explain them voxel by voxel.",
     )
@@ -71,15 +82,73 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 _default_showwarning = warnings.showwarning
 
+#: OSErrors about a path that are the user's to fix, with what to say about them.
+_PATH_ERRORS = (
+    FileNotFoundError,
+    NotADirectoryError,
+    IsADirectoryError,
+    FileExistsError,
+    PermissionError,
+)
+
+
+def _file_on_the_way(path: Path) -> Path | None:
+    """The first regular file among the folders above ``path``, if any."""
+    for parent in reversed(path.parents):
+        if parent.exists() and not parent.is_dir():
+            return parent
+    return None
+
+
+def path_error_line(exc: OSError) -> str | None:
+    """One line for an OSError about a path (or a full disk); None for any other OSError.
+
+    Parameters
+    ----------
+    exc : OSError
+
+    Returns
+    -------
+    str or None
+    """
+    name = exc.filename if exc.filename is not None else exc.filename2
+    if exc.errno == errno.ENOSPC:
+        where = f" while writing {name}" if name is not None else ""
+        return (
+            f"no space left on device{where}; free some disk space or write elsewhere (e.g. "
+            "another --out or --cache-dir), then run the command again."
+        )
+    if not isinstance(exc, _PATH_ERRORS) or name is None:
+        return None
+    path = Path(os.fsdecode(name))
+    blocker = _file_on_the_way(path)
+    if isinstance(exc, NotADirectoryError | FileExistsError) and blocker is not None:
+        return f"{path} cannot be created: {blocker} is a file, not a folder; choose another path."
+    if isinstance(exc, FileExistsError):
+        if path.is_file():
+            return f"{path} is a file where a folder is needed; choose another path."
+        return f"{path} already exists; choose another path (or remove it)."
+    if isinstance(exc, IsADirectoryError):
+        return f"{path} is a folder, expected a file; give a file name (e.g. inside that folder)."
+    if isinstance(exc, NotADirectoryError):
+        return f"{path}: a part of this path is not a folder; check the path."
+    if isinstance(exc, PermissionError):
+        return f"permission denied: {path}; choose a location you can write to (or read from)."
+    return f"{path} does not exist; check the path."
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status.
 
-    User errors (:class:`~brainmaps.exceptions.BrainmapsError`) print one line on stderr
-    and give exit status 2; an interruption gives 130. Anything else is a bug and keeps
-    its traceback.
+    User errors (:class:`~brainmaps.exceptions.BrainmapsError`, a bad option, and
+    OSErrors about a path: missing, a file where a folder is needed or the reverse,
+    permission denied, no space left on device) print one line on stderr and give exit
+    status 2; an interruption gives 130. Anything else is a bug and keeps its traceback.
     """
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error already printed
+        return exc.code if isinstance(exc.code, int) else 2
     previous = warnings.showwarning
     warnings.showwarning = _one_line_warning
     try:
@@ -87,6 +156,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrainmapsError as exc:
         text = " ".join(str(exc).split())
         print(f"brainmaps {args.command}: error: {text}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        line = path_error_line(exc)
+        if line is None:
+            raise
+        print(f"brainmaps {args.command}: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"brainmaps {args.command}: interrupted; run it again to resume.", file=sys.stderr)

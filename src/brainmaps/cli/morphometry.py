@@ -5,10 +5,16 @@ from __future__ import annotations
 import argparse
 
 from brainmaps.baselines.morphometry import run_morphometry
+from brainmaps.validation import check_output_file
 
 
 def _threshold(text: str) -> float | str:
-    return text if text == "otsu" else float(text)
+    if text == "otsu":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'otsu', got {text!r}") from None
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -19,14 +25,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="For every scan and every atlas region, measure the volume (mm^3) of "
         "the region's tissue and its mean intensity. DATA is a run folder (its "
         "preprocessed volumes are measured on the run grid) or a cohort table / BIDS "
-        "folder (its images as they are; --target is then required, as for 'brainmaps "
-        "train'). The atlas is resampled onto each image through the affines.",
+        "folder (its images as they are: every scan, or with --target only the scans "
+        "'brainmaps train' would use). The atlas is resampled onto each image through the affines.",
     )
     p.add_argument("data", help="run folder, cohort table (TSV/CSV) or BIDS folder")
     p.add_argument("--atlas", required=True, help="3D label image (NIfTI), 0 = background")
     p.add_argument("--labels", required=True, help="TSV/CSV with index (or label) and name")
     p.add_argument("--out", required=True, help="features TSV to write")
-    p.add_argument("--target", help="label column of a cohort table / BIDS folder")
+    p.add_argument(
+        "--target",
+        help="label column of a cohort table / BIDS folder: measure only the scans that "
+        "'brainmaps train --target' uses (default: every scan)",
+    )
     p.add_argument("--subject-col", help="subject column of a cohort table")
     p.add_argument("--path-col", help="image path column of a cohort table")
     p.add_argument("--suffix", default="T1w", help="BIDS image suffix (default T1w)")
@@ -48,6 +58,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``brainmaps morphometry``."""
+    check_output_file(args.out, "--out")
     table = run_morphometry(
         args.data,
         args.atlas,

@@ -6,6 +6,7 @@ import argparse
 
 from brainmaps.training.ensembles import predict_run
 from brainmaps.utils import atomic_path
+from brainmaps.validation import check_output_file
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -26,6 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``brainmaps predict``."""
+    if args.out:
+        check_output_file(args.out, "--out")
     table = predict_run(args.run_dir, args.images, device=args.device, batch_size=args.batch_size)
     if args.out:
         with atomic_path(args.out) as tmp:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from brainmaps.data.pipeline import preprocess_cohort
+from brainmaps.cli._args import argument_type
+from brainmaps.data.pipeline import output_grid, preprocess_cohort
+from brainmaps.validation import check_output_dir
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -26,7 +28,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="leave scans flagged by QC out of participants.tsv",
     )
     p.add_argument(
-        "--grid", default="2mm", help="output grid: voxel size (2mm) or shape (91x109x91)"
+        "--grid",
+        type=argument_type(output_grid),
+        default="2mm",
+        help="output grid: voxel size (2mm) or shape (91x109x91)",
     )
     p.add_argument("--suffix", default="T1w", help="BIDS image suffix (default T1w)")
     p.add_argument("--subject-col", help="subject column of a table")
@@ -37,6 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``brainmaps preprocess``."""
+    check_output_dir(args.out, "--out")
     qc = preprocess_cohort(
         args.source,
         args.out,

@@ -10,6 +10,7 @@ import pandas as pd
 from brainmaps.analysis.builtin_atlases import DEFAULT_ATLAS, list_builtin_atlases
 from brainmaps.analysis.regions import format_top_regions, rank_run_regions
 from brainmaps.exceptions import ConfigError
+from brainmaps.validation import check_int, parse_list
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -74,10 +75,9 @@ def _atlas_argument(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``brainmaps regions``."""
-    if args.top < 1:
-        raise ConfigError(f"--top must be a positive number of regions, got {args.top}.")
+    check_int("top", args.top, min=1, flag="--top")
     atlas = _atlas_argument(args)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+    methods = parse_list(args.methods, "--methods", example="grad_cam,gradient")
     path = rank_run_regions(
         args.run_dir,
         atlas=atlas,

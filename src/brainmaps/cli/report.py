@@ -7,6 +7,7 @@ import time
 
 from brainmaps.reports.analyse import STEPS, analyse_run
 from brainmaps.reports.html import build_report
+from brainmaps.validation import check_output_file, parse_list
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -51,8 +52,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Execute ``brainmaps report``."""
     start = time.perf_counter()
+    for flag, path in (("--out", args.out), ("--png", args.png)):
+        if path:
+            check_output_file(path, flag)
     if not args.no_analyse:
-        steps = [s.strip() for s in args.steps.split(",")] if args.steps else None
+        steps = parse_list(args.steps, "--steps", choices=STEPS)
         analyse_run(
             args.run_dir,
             steps,

@@ -4,7 +4,22 @@ from __future__ import annotations
 
 import argparse
 
-from brainmaps.data.synthetic import list_regions, make_synthetic_cohort
+from brainmaps.data.synthetic import (
+    PRESET_DIFFICULTY,
+    SYNTH_PRESETS,
+    list_regions,
+    make_synthetic_cohort,
+)
+from brainmaps.validation import check_output_dir, parse_list
+
+
+def _presets_help() -> str:
+    lines = []
+    for name, settings in SYNTH_PRESETS.items():
+        where = "both hippocampi" if len(settings["regions"]) == 2 else "5 regions"
+        what = f"{settings['effect']} {settings['effect_size']:g} in {where}"
+        lines.append(f"{name} ({what}): {PRESET_DIFFICULTY[name]}")
+    return "; ".join(lines)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -13,16 +28,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "synth",
         help="write a synthetic BIDS cohort with planted group and age effects",
         description="Write a synthetic BIDS cohort built on the MNI152 template, with a group "
-        "effect planted in chosen regions (ground_truth_mask.nii.gz) and an age effect.",
+        "effect planted in chosen regions (ground_truth_mask.nii.gz) and an age effect. "
+        "Presets of the group effect, with how well 120 subjects are learnt: "
+        + _presets_help()
+        + ". --effect, --effect-size and --regions override the preset.",
     )
     p.add_argument("out", help="output folder (created; must be empty or a brainmaps cohort)")
     p.add_argument("--subjects", type=int, default=120, help="number of subjects (default 120)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument(
+        "--preset",
+        choices=tuple(SYNTH_PRESETS),
+        default="default",
+        help="group-effect settings (default: the demo's, a 30%% intensity decrease in both "
+        "hippocampi, both superior frontal gyri and the precuneus)",
+    )
+    p.add_argument(
         "--effect",
         choices=("atrophy", "intensity"),
         default=None,
-        help="kind of planted group effect",
+        help="kind of planted group effect (overrides the preset)",
     )
     p.add_argument("--effect-size", type=float, default=None, help="strength of the group effect")
     p.add_argument(
@@ -39,20 +64,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``brainmaps synth``."""
+    check_output_dir(args.out, "OUT")
+    settings = dict(SYNTH_PRESETS[args.preset])
+    if args.effect is not None and args.effect != settings["effect"]:
+        settings.pop("effect_size")  # the new effect's own default strength
+    regions = parse_list(args.regions, "--regions", choices=list_regions())
     overrides = {
         "effect": args.effect,
         "effect_size": args.effect_size,
-        "regions": tuple(r.strip() for r in args.regions.split(",")) if args.regions else None,
+        "regions": tuple(regions) if regions else None,
         "n_sites": args.sites,
         "voxel_size": args.voxel_size,
     }
+    settings.update({k: v for k, v in overrides.items() if v is not None})
     out = make_synthetic_cohort(
         args.out,
         n_subjects=args.subjects,
         seed=args.seed,
         n_jobs=args.n_jobs,
         progress=not args.no_progress,
-        **{k: v for k, v in overrides.items() if v is not None},
+        **settings,
     )
     print(f"synthetic cohort written to {out}")
     return 0

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from brainmaps.data.io import load_img
+from brainmaps.data.tables import TABLE_SUFFIXES, read_table
 from brainmaps.exceptions import BrainmapsWarning, CohortError, ConfigError, ImageError
 from brainmaps.utils import atomic_path
 
@@ -32,7 +33,6 @@ _SUBJECT_COLS = ("participant_id", "subject", "subject_id", "sub", "id")
 _PATH_COLS = ("path", "image", "file", "filename", "t1", "nifti")
 _SESSION_COLS = ("session", "ses", "session_id")
 _SITE_COLS = ("site",)
-_TABLE_SEPARATORS = {".tsv": "\t", ".csv": ",", ".txt": None}
 _FIRST = ("subject", "session", "path", "label", "y", "site")
 _INTERNAL = ("_subject", "_session", "_path", "_line", "_site")
 
@@ -108,13 +108,7 @@ def _examples(values, n: int = 5) -> str:
 
 
 def _read_table(path: Path) -> pd.DataFrame:
-    sep = _TABLE_SEPARATORS[path.suffix.lower()]
-    try:
-        frame = pd.read_csv(path, sep=sep, dtype=str, engine="python" if sep is None else "c")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        message = f"cohort table {path} could not be parsed ({exc}); check its format."
-        raise CohortError(message) from None
-    frame.columns = [str(c).strip() for c in frame.columns]
+    frame = read_table(path, what="cohort table", error=CohortError)
     frame["_line"] = np.arange(len(frame)) + 2  # line in the file (header is line 1)
     return frame
 
@@ -300,6 +294,11 @@ def _missing_labels(frame, target, source, drop_missing, notes) -> pd.DataFrame:
             f"{message} in {source} (subjects {_examples(subjects)}); fill them in, or pass "
             "drop_missing=True (CLI --drop-missing) to drop those scans."
         )
+    if missing.all():
+        raise CohortError(
+            f"{message} in {source}, so no scan is left; check that {target!r} is the label "
+            "column (pass another target, CLI --target COL) or fill the labels in."
+        )
     notes.append(f"{message} in {source}; dropped subjects {_examples(subjects)}.")
     return frame.loc[~missing].reset_index(drop=True)
 
@@ -315,11 +314,33 @@ def _resolve_task(values: pd.Series, task: str, classes, target: str, source) ->
                 f"{_examples(bad)}; use task='classification' or fix the values."
             )
         return task
-    if task == "classification" or classes is not None or not all_numeric:
+    if task == "classification" or classes is not None:
+        return "classification"
+    if not all_numeric:
+        _refuse_mixed(values, numeric, target, source)
         return "classification"
     is_integer = bool(np.all(numeric == np.round(numeric)))
     small = numeric.nunique() <= MAX_AUTO_CLASSES
     return "classification" if is_integer and small else "regression"
+
+
+def _refuse_mixed(values: pd.Series, numeric: pd.Series, target: str, source) -> None:
+    """With ``task="auto"``, refuse a label column mixing numbers and text."""
+    if numeric.isna().all():
+        return
+    integers = numeric.notna() & (numeric == np.round(numeric))
+    kinds = {
+        "integers": values[integers].unique(),
+        "decimals": values[numeric.notna() & ~integers].unique(),
+        "text": values[numeric.isna()].unique(),
+    }
+    found = "; ".join(f"{k}: {_examples(v, 3)}" for k, v in kinds.items() if len(v))
+    raise CohortError(
+        f"target column {target!r} of {source} mixes numbers and text ({found}); clean the "
+        "column (a typo, or a placeholder for a missing value: write n/a and pass "
+        "drop_missing=True, CLI --drop-missing), or choose the task: task='classification' "
+        "(CLI --task classification) makes every value a class name."
+    )
 
 
 def _encode_classes(values: pd.Series, classes, target: str, source):
@@ -448,7 +469,7 @@ def load_cohort(
     notes: list[str] = []
     if source.is_dir():
         frame, consumed = _from_bids(source, suffix, subject_col, notes, drop_missing)
-    elif source.is_file() and source.suffix.lower() in _TABLE_SEPARATORS:
+    elif source.is_file() and source.suffix.lower() in TABLE_SUFFIXES:
         frame, consumed = _from_table(source, subject_col, path_col)
     else:
         state = "is not a .tsv/.csv/.txt table" if source.exists() else "does not exist"

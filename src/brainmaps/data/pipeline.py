@@ -33,7 +33,7 @@ import SimpleITK as sitk
 from joblib import Parallel, cpu_count, delayed
 from tqdm.auto import tqdm
 
-from brainmaps.data.cohort import _SITE_COLS, _TABLE_SEPARATORS, _from_bids, _from_table
+from brainmaps.data.cohort import _SITE_COLS, _from_bids, _from_table
 from brainmaps.data.io import save_img
 from brainmaps.data.preprocess import MNI_BOX_SIZE, Grid, mni_brain_mask, mni_grid, parse_grid
 from brainmaps.data.qc import cohort_mean, correlations, flag_outliers, plot_qc_mosaic
@@ -43,6 +43,7 @@ from brainmaps.data.registration import (
     register_img,
     template_on_grid,
 )
+from brainmaps.data.tables import TABLE_SUFFIXES
 from brainmaps.data.transforms import write_transform
 from brainmaps.exceptions import (
     BrainmapsError,
@@ -99,7 +100,12 @@ def output_grid(grid: str | tuple | list | Grid = "2mm") -> Grid:
         return grid
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*mm\s*", grid) if isinstance(grid, str) else None
     if match is None:
-        return mni_grid(parse_grid(grid))
+        try:
+            return mni_grid(parse_grid(grid))
+        except ConfigError as exc:
+            raise ConfigError(
+                f"grid={grid!r} is neither a voxel size such as '2mm' nor a shape: {exc}"
+            ) from None
     voxel = float(match.group(1))
     if not 0.5 <= voxel <= 10:
         raise ConfigError(f"grid={grid!r}: the voxel size must be 0.5-10 mm, e.g. '2mm'.")
@@ -129,7 +135,7 @@ def list_scans(
     notes: list[str] = []
     if source.is_dir():
         frame, consumed = _from_bids(source, suffix, subject_col, notes, True)
-    elif source.is_file() and source.suffix.lower() in _TABLE_SEPARATORS:
+    elif source.is_file() and source.suffix.lower() in TABLE_SUFFIXES:
         frame, consumed = _from_table(source, subject_col, path_col)
     else:
         raise CohortError(
@@ -331,7 +337,9 @@ def _warn_problems(qc: pd.DataFrame, out: Path, exclude_flagged: bool) -> None:
         )
     flagged = [_label(row) for row in qc.loc[qc["flagged"]].itertuples()]
     if flagged:
-        fate = "left out" if exclude_flagged else "kept (exclude_flagged=True leaves them out)"
+        fate = "left out"
+        if not exclude_flagged:
+            fate = "kept (exclude_flagged=True, CLI --exclude-flagged, leaves them out)"
         warnings.warn(
             f"QC flagged {len(flagged)} scan(s) (correlation with the cohort mean below mean - "
             f"2 SD): {', '.join(flagged[:10])}; check {out / 'qc_mosaic.png'}. They are {fate}.",

@@ -36,7 +36,6 @@ from tqdm.auto import tqdm
 
 from brainmaps.data._regions import (
     DEFAULT_AGE_REGIONS,
-    DEFAULT_REGIONS,
     TemplateSpace,
     get_region,
     intensity_weight,
@@ -48,11 +47,15 @@ from brainmaps.data._regions import (
 )
 from brainmaps.exceptions import BrainmapsWarning, ConfigError
 from brainmaps.utils import atomic_path, atomic_write_text, stable_hash
+from brainmaps.validation import check_output_dir
 
 __all__ = [
     "DEFAULT_AGE_REGIONS",
     "DEFAULT_EFFECT_SIZE",
     "DEFAULT_REGIONS",
+    "HIPPOCAMPI",
+    "PRESET_DIFFICULTY",
+    "SYNTH_PRESETS",
     "SynthConfig",
     "draw_participants",
     "list_regions",
@@ -60,8 +63,34 @@ __all__ = [
     "simulate_subject",
 ]
 
-#: Default ``effect_size`` of each kind of effect (calibrated, see ``SynthConfig``).
-DEFAULT_EFFECT_SIZE: dict[str, float] = {"atrophy": 0.4, "intensity": 0.12}
+#: Default ``effect_size`` of each kind of effect (see ``SynthConfig``).
+DEFAULT_EFFECT_SIZE: dict[str, float] = {"atrophy": 0.4, "intensity": 0.3}
+#: Regions of the planted group effect by default (those of the demo): both hippocampi,
+#: both superior frontal gyri and the precuneus.
+DEFAULT_REGIONS: tuple[str, ...] = (
+    "left_hippocampus",
+    "right_hippocampus",
+    "left_superior_frontal",
+    "right_superior_frontal",
+    "precuneus",
+)
+#: Both hippocampi (the planted regions of the ``"hippocampus"`` preset).
+HIPPOCAMPI: tuple[str, ...] = ("left_hippocampus", "right_hippocampus")
+#: Named settings of the planted group effect, easiest first; ``"default"`` is what
+#: ``SynthConfig()`` plants. How well each is learnt: :data:`PRESET_DIFFICULTY`.
+SYNTH_PRESETS: dict[str, dict[str, Any]] = {
+    "easy": {"effect": "intensity", "effect_size": 0.5, "regions": DEFAULT_REGIONS},
+    "default": {"effect": "intensity", "effect_size": 0.3, "regions": DEFAULT_REGIONS},
+    "hard": {"effect": "intensity", "effect_size": 0.15, "regions": DEFAULT_REGIONS},
+    "hippocampus": {"effect": "atrophy", "effect_size": 0.4, "regions": HIPPOCAMPI},
+}
+#: How well each preset is learnt from 120 subjects (measured, see ``SynthConfig``).
+PRESET_DIFFICULTY: dict[str, str] = {
+    "easy": "TODO",
+    "default": "TODO",
+    "hard": "TODO",
+    "hippocampus": "TODO",
+}
 _EFFECTS = ("atrophy", "intensity")
 _GENERATOR_VERSION = 1  # bump when the simulation changes: cohorts on disk are regenerated
 _SCALE_CENTRE = np.array([0.0, -18.0, 10.0], dtype=np.float32)  # about the brain's centre
@@ -150,7 +179,7 @@ class SynthConfig:
 
     n_subjects: int = 120
     seed: int = 0
-    effect: str = "atrophy"
+    effect: str = "intensity"
     effect_size: float | None = None
     regions: tuple[str, ...] = DEFAULT_REGIONS
     n_sites: int = 1
@@ -415,8 +444,7 @@ def _read_description(out: Path) -> dict[str, Any] | None:
 
 def _prepare_out_dir(out: Path, description: dict[str, Any]) -> None:
     """Create ``out``; refuse foreign non-empty folders; clear a cohort of another config."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"out_dir: {out} is a file, expected a folder. Choose another path.")
+    check_output_dir(out, "out_dir")
     out.mkdir(parents=True, exist_ok=True)
     if not any(out.iterdir()):
         return

@@ -172,7 +172,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[OrderedDict, dict]:
     try:
         payload = torch.load(path, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as exc:
-        if "weights only" not in str(exc).lower():
+        if "GLOBAL" not in str(exc):  # not a pickled object: a corrupt file
             raise _unreadable(path, exc) from None
         raise _unsafe(path, exc) from None
     except (
@@ -193,8 +193,12 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[OrderedDict, dict]:
 
 
 def _unreadable(path: Path, exc: BaseException) -> ConfigError:
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:  # keep torch's reason, not its loading advice
+        text = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation")[0]
+    reason = " ".join(text.split())[:200]
     return ConfigError(
-        f"checkpoint {path} cannot be read ({type(exc).__name__}: {str(exc)[:200]}); "
+        f"checkpoint {path} cannot be read ({type(exc).__name__}: {reason}); "
         "the file is corrupt, truncated or not a PyTorch file. Re-train that fold "
         "(delete the file and resume the run)."
     )

@@ -1,0 +1,39 @@
+"""Helpers shared by the sub-commands: argument types that keep brainmaps' messages."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+from brainmaps.exceptions import BrainmapsError
+
+__all__ = ["argument_type"]
+
+
+def argument_type(func: Callable[[str], Any]) -> Callable[[str], Any]:
+    """Wrap a parser such as ``parse_grid`` for ``add_argument(type=...)``.
+
+    argparse replaces the message of a ``ValueError`` raised by a type function with
+    ``invalid <name> value``; this wrapper passes the
+    :class:`~brainmaps.exceptions.BrainmapsError`'s own explanation on instead, so
+    ``--grid 3x3`` says why the value is wrong and how to write it.
+
+    Parameters
+    ----------
+    func : callable
+        Takes the option's text; raises a BrainmapsError on a bad value.
+
+    Returns
+    -------
+    callable
+    """
+
+    def convert(text: str) -> Any:
+        try:
+            return func(text)
+        except BrainmapsError as exc:
+            raise argparse.ArgumentTypeError(" ".join(str(exc).split())) from None
+
+    convert.__name__ = getattr(func, "__name__", "value")
+    return convert
