@@ -8,6 +8,7 @@ from brainmaps.models.tracing import (
     ACTIVATIONS,
     POINTWISE,
     ReceptiveField,
+    layer_receptive_field,
     receptive_field,
     trace,
     window,
@@ -58,6 +59,32 @@ def test_pointwise_modules_keep_the_grid_and_unknown_ones_make_it_inexact():
     assert not field.exact
     assert (field.start, field.stride, field.size) == ((0,) * 3, (2,) * 3, (4,) * 3)
     assert set(ACTIVATIONS) <= set(POINTWISE) and nn.Conv3d not in POINTWISE
+
+
+def test_layer_geometry_is_that_of_the_layer_output_for_leaves_and_blocks():
+    conv1, pool, conv2 = _stack()
+    model = nn.Sequential(nn.Sequential(conv1, nn.ReLU()), pool, conv2, nn.Flatten())
+    x = torch.zeros(2, 1, 12, 14, 16)
+    # a leaf conv or pool counts itself (its input geometry would misplace the map)
+    assert layer_receptive_field(model, conv1, x).offset == (1.0, 1.0, 1.0)
+    assert layer_receptive_field(model, pool, x) == ReceptiveField((0,) * 3, (2,) * 3, (4,) * 3)
+    assert layer_receptive_field(model, conv2, x).offset == (3.5, 3.5, 3.5)
+    # a block: everything it runs
+    assert layer_receptive_field(model, model[0], x).size == (3, 3, 3)
+    assert not layer_receptive_field(model, model[3], x).exact
+
+
+def test_xin2019_third_block():
+    from brainmaps.models import create_model
+
+    model = create_model("xin2019", input_shape=(22, 26, 22)).eval()
+    x = torch.zeros(1, 1, 22, 26, 22)
+    layers = dict(model.named_modules())
+    for name in ("features.block3.conv", "features.block3.relu"):
+        field = layer_receptive_field(model, layers[name], x)
+        assert field.offset == (8.5, 8.5, 8.5) and field.stride == (4, 4, 4)
+    pooled = layer_receptive_field(model, layers["features.block3.pool"], x)
+    assert pooled.offset == (10.5, 10.5, 10.5) and pooled.stride == (8, 8, 8)
 
 
 def _support(out: torch.Tensor, x: torch.Tensor, cell: tuple[int, ...]) -> list[range]:

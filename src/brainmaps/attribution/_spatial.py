@@ -12,32 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
 
-from brainmaps.models.tracing import ReceptiveField, receptive_field, trace
+from brainmaps.models.tracing import ReceptiveField
+from brainmaps.models.tracing import layer_receptive_field as layer_geometry
 
 __all__ = ["layer_geometry", "upsample_aligned"]
-
-
-def layer_geometry(model: nn.Module, layer: nn.Module, x: torch.Tensor) -> ReceptiveField:
-    """Trace one forward pass and compose the geometry of every layer before ``layer``.
-
-    Parameters
-    ----------
-    model : torch.nn.Module
-    layer : torch.nn.Module
-        A sub-module of ``model``; its output is the feature map to place.
-    x : torch.Tensor
-        An input batch (one sample is enough).
-
-    Returns
-    -------
-    ReceptiveField
-        ``offset`` and ``stride`` place feature voxel ``i`` at input index
-        ``offset + stride * i`` per axis.
-    """
-    calls = trace(model, x[:1], until=layer).calls
-    return receptive_field([c.module for c in calls if c.module is not layer], x.dim() - 2)
 
 
 def _axis_weights(n_in: int, n_feat: int, offset: float, stride: float) -> np.ndarray:

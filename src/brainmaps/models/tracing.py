@@ -36,6 +36,7 @@ __all__ = [
     "ReceptiveField",
     "Trace",
     "Window",
+    "layer_receptive_field",
     "leaf_modules",
     "receptive_field",
     "trace",
@@ -325,3 +326,26 @@ def receptive_field(modules: Iterable[nn.Module], ndim: int) -> ReceptiveField:
     for module in modules:
         field_ = field_.then(module)
     return field_
+
+
+def layer_receptive_field(model: nn.Module, layer: nn.Module, x: torch.Tensor) -> ReceptiveField:
+    """The geometry of the output of ``layer``, a sub-module of ``model``, on the input grid.
+
+    ``model(x[:1])`` is traced until ``layer`` returns and every leaf called by then
+    (``layer`` itself, or its children, included) is composed in call order.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    layer : torch.nn.Module
+        A leaf (``Conv3d``, ``ReLU``, ...) or a block of ``model``.
+    x : torch.Tensor
+        An input batch ``(N, C, *spatial)`` (only the first sample is run).
+
+    Returns
+    -------
+    ReceptiveField
+        ``offset + stride * i`` is the input coordinate of feature voxel ``i``, per axis.
+    """
+    calls = trace(model, x[:1], until=layer).calls
+    return receptive_field([c.module for c in calls], x.dim() - 2)
