@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from brainmaps.data.io import load_img
 from brainmaps.data.preprocess import Grid, resample_to_grid
 from brainmaps.data.tables import read_label_table
+from brainmaps.data.thresholds import otsu_threshold
 from brainmaps.exceptions import BrainmapsWarning, ConfigError, ImageError, ShapeError
 from brainmaps.utils import atomic_path
 
@@ -65,25 +66,6 @@ def read_atlas_labels(path: str | os.PathLike) -> pd.DataFrame:
         if seen[name] > 1:
             names[j] = f"{name}_{int(index.iloc[j])}"
     return pd.DataFrame({"index": index.to_numpy(), "name": names})
-
-
-def otsu_threshold(values, bins: int = 256) -> float:
-    """Otsu's threshold: the cut maximising the between-class variance of a histogram."""
-    values = np.asarray(values, dtype=np.float64).ravel()
-    if values.size == 0:
-        raise ShapeError("otsu_threshold got no values.")
-    lo, hi = float(values.min()), float(values.max())
-    if hi <= lo:
-        return lo
-    counts, edges = np.histogram(values, bins=bins, range=(lo, hi))
-    centres = 0.5 * (edges[:-1] + edges[1:])
-    w0 = np.cumsum(counts).astype(float)
-    w1 = w0[-1] - w0
-    m0 = np.cumsum(counts * centres)
-    mu0 = m0 / np.maximum(w0, 1.0)
-    mu1 = (m0[-1] - m0) / np.maximum(w1, 1.0)
-    between = w0 * w1 * (mu0 - mu1) ** 2
-    return float(edges[1 + int(np.argmax(between[:-1]))])
 
 
 class _Atlas:

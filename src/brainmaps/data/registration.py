@@ -39,6 +39,7 @@ from scipy import ndimage
 
 from brainmaps.data.io import check_volume, load_img
 from brainmaps.data.preprocess import Grid, mni_brain_mask, mni_grid, resample_to_grid
+from brainmaps.data.thresholds import otsu_threshold
 from brainmaps.data.transforms import as_nifti, nifti_to_sitk, reference_image
 from brainmaps.exceptions import ConfigError, ImageError
 
@@ -185,20 +186,6 @@ def template_on_grid(grid: Grid) -> np.ndarray:
     return data
 
 
-def _otsu(values: np.ndarray, bins: int = 256) -> float:
-    """Otsu's threshold of a 1D sample (maximal between-class variance)."""
-    if values.min() == values.max():
-        return float(values.min())
-    hist, edges = np.histogram(values, bins=bins)
-    centres = (edges[:-1] + edges[1:]) / 2
-    weight = np.cumsum(hist, dtype=float)
-    mass = np.cumsum(hist * centres)
-    total, total_mass = weight[-1], mass[-1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        between = (total_mass * weight / total - mass) ** 2 / (weight * (total - weight))
-    return float(centres[np.nanargmax(between[:-1])])
-
-
 def head_mask(image: sitk.Image) -> sitk.Image:
     """Otsu foreground mask (``uint8``): the head, without the air around it."""
     return sitk.OtsuThreshold(image, 0, 1, 200)
@@ -293,7 +280,7 @@ def rough_brain_mask(image: sitk.Image, mask: sitk.Image | None = None, name: st
         raise ImageError(f"{name}: no head found (empty Otsu foreground); is the image blank?")
     step = float(np.mean(image.GetSpacing()))
     cross = ndimage.generate_binary_structure(3, 1)
-    tissue = head & (data > 0.6 * _otsu(data[head]))
+    tissue = head & (data > 0.6 * otsu_threshold(data[head]))
     eroded = ndimage.binary_erosion(tissue, cross, iterations=max(1, round(4.0 / step)))
     labels, n_labels = ndimage.label(eroded, cross)
     sizes = np.bincount(labels.ravel())[1:]
