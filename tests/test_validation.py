@@ -120,6 +120,6 @@ def test_header_larger_than_the_file(tmp_path):
 
 def test_more_than_the_available_memory(tmp_path, monkeypatch):
     path = _write(tmp_path / "scan.nii.gz", np.random.default_rng(0).random((8, 8, 8)))
-    monkeypatch.setattr(validation, "_available_memory", lambda: 1000)
+    monkeypatch.setattr(validation.images, "_available_memory", lambda: 1000)
     with pytest.raises(ImageError, match=r"scan\.nii\.gz is too large to load: .*only 1 kB"):
         check_img(path)

@@ -47,7 +47,7 @@ from brainmaps.data._regions import (
 )
 from brainmaps.exceptions import BrainmapsWarning, ConfigError
 from brainmaps.utils import atomic_path, atomic_write_text, stable_hash
-from brainmaps.validation import check_output_dir
+from brainmaps.validation import check_float, check_int, check_output_dir
 
 __all__ = [
     "DEFAULT_AGE_REGIONS",
@@ -102,18 +102,8 @@ _WM_LEVEL = 1000.0  # written intensity of template value 1.0 (white matter is ~
 
 
 def _check_number(name: str, value: Any, lo: float, hi: float, integer: bool = False) -> Any:
-    kind = "an integer" if integer else "a number"
-    ok_type = (int, np.integer) if integer else (int, float, np.integer, np.floating)
-    if isinstance(value, bool) or not isinstance(value, ok_type) or not math.isfinite(value):
-        raise ConfigError(
-            f"SynthConfig.{name}: expected {kind} in [{lo}, {hi}], found {value!r}. Pass {kind}."
-        )
-    if not lo <= value <= hi:
-        raise ConfigError(
-            f"SynthConfig.{name}: expected a value in [{lo}, {hi}], found {value!r}. "
-            "Choose a value inside that range."
-        )
-    return int(value) if integer else float(value)
+    check = check_int if integer else check_float
+    return check(f"SynthConfig.{name}", value, min=lo, max=hi)
 
 
 def _check_regions(name: str, value: Any) -> tuple[str, ...]:
