@@ -100,12 +100,14 @@ def _file_on_the_way(path: Path) -> Path | None:
     return None
 
 
-def path_error_line(exc: OSError) -> str | None:
+def path_error_line(exc: OSError, output: str | None = None) -> str | None:
     """One line for an OSError about a path (or a full disk); None for any other OSError.
 
     Parameters
     ----------
     exc : OSError
+    output : str, optional
+        Where the command writes, named for a full disk when ``exc`` names no file.
 
     Returns
     -------
@@ -114,6 +116,7 @@ def path_error_line(exc: OSError) -> str | None:
     name = exc.filename if exc.filename is not None else exc.filename2
     if exc.errno == errno.ENOSPC:
         where = f" while writing {name}" if name is not None else ""
+        where = where or (f" while writing to {output}" if output else "")
         return (
             f"no space left on device{where}; free some disk space or write elsewhere (e.g. "
             "another --out or --cache-dir), then run the command again."
@@ -158,7 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"brainmaps {args.command}: error: {text}", file=sys.stderr)
         return 2
     except OSError as exc:
-        line = path_error_line(exc)
+        output = getattr(args, "out", None) or getattr(args, "run_dir", None)
+        line = path_error_line(exc, output)
         if line is None:
             raise
         print(f"brainmaps {args.command}: error: {line}", file=sys.stderr)

@@ -18,7 +18,7 @@ from brainmaps.exceptions import ImageError
 from brainmaps.utils import atomic_path
 from brainmaps.validation import NIFTI_SUFFIXES, check_img, check_volume
 
-__all__ = ["NIFTI_SUFFIXES", "check_volume", "load_img", "save_array", "save_img"]
+__all__ = ["NIFTI_SUFFIXES", "check_volume", "load_img", "save_array", "save_img", "write_nifti"]
 
 
 def _is_nifti_name(path: Path) -> bool:
@@ -86,8 +86,22 @@ def save_img(img: nib.Nifti1Image, path: str | os.PathLike) -> Path:
     _check_out_path(path)
     suffix = ".nii.gz" if path.name.lower().endswith(".gz") else ".nii"
     with atomic_path(path, suffix=suffix) as tmp:
-        nib.save(img, tmp)
+        write_nifti(img, tmp, path)
     return path
+
+
+def write_nifti(img: nib.Nifti1Image, tmp: Path, path: Path) -> None:
+    """``nib.save(img, tmp)``; an OSError without a file name (gzip's) gets ``path``.
+
+    A full disk then reads "no space left on device while writing <path>" on the command
+    line (see :mod:`brainmaps.cli.main`).
+    """
+    try:
+        nib.save(img, tmp)
+    except OSError as exc:
+        if exc.filename is not None or exc.errno is None:
+            raise
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
 
 
 def save_array(data: np.ndarray, affine: np.ndarray, path: str | os.PathLike) -> Path:

@@ -45,6 +45,7 @@ from brainmaps.data._regions import (
     region_mask,
     smooth_field,
 )
+from brainmaps.data.io import write_nifti
 from brainmaps.exceptions import BrainmapsWarning, ConfigError
 from brainmaps.utils import atomic_path, atomic_write_text, stable_hash
 from brainmaps.validation import check_float, check_int, check_output_dir
@@ -389,7 +390,7 @@ def _save(array: np.ndarray, space: TemplateSpace, path: Path) -> None:
     img.set_sform(space.affine, code=4)  # 4: MNI152 space
     img.set_qform(space.affine, code=4)
     with atomic_path(path) as tmp:
-        nib.save(img, tmp)
+        write_nifti(img, tmp, path)
 
 
 def _image_path(out: Path, participant_id: str) -> Path:
