@@ -29,7 +29,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="write a synthetic BIDS cohort with planted group and age effects",
         description="Write a synthetic BIDS cohort built on the MNI152 template, with a group "
         "effect planted in chosen regions (ground_truth_mask.nii.gz) and an age effect. "
-        "Presets of the group effect, with how well 120 subjects are learnt: "
+        "Presets of the group effect, with the 5-fold accuracy of 120 subjects at the "
+        "demo's 36x44x36 grid: "
         + _presets_help()
         + ". --effect, --effect-size and --regions override the preset.",
     )
