@@ -57,9 +57,11 @@ class DataConfig:
         absolute, so a run's ``config.yaml`` replays from any working directory.
     target : str
         Label column to predict (e.g. ``"group"``, ``"sex"``, ``"age"``).
-    subject_col, path_col : str or None
-        Column names in a table; ``None`` guesses them (see
+    subject_col : str or None
+        Subject column of a table; ``None`` guesses it (see
         :func:`brainmaps.data.cohort.load_cohort`).
+    path_col : str or None
+        Image path column of a table; ``None`` guesses it.
     suffix : str
         BIDS image suffix (``"T1w"``, ``"FA"``, ...).
     task : {"auto", "classification", "regression"}
@@ -125,8 +127,10 @@ class TrainingConfig:
     folds_file : str or None
         A user-supplied split: a TSV with ``subject`` and ``fold`` columns. It is
         checked for subjects in two folds (:class:`~brainmaps.DataLeakageError`).
-    epochs, batch_size : int
-        Training length and mini-batch size.
+    epochs : int
+        Training epochs per fold.
+    batch_size : int
+        Mini-batch size.
     lr : float
         Adam learning rate.
     seed : int
