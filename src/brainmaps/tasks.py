@@ -105,6 +105,14 @@ class Task:
         """Name of the group map that sums the others (``None``: no such map)."""
         return None
 
+    def map_names(self) -> list[str]:
+        """Names of every group map the task writes: the groups, then :meth:`combined_map`."""
+        raise NotImplementedError
+
+    def label_targets(self, labels: Sequence) -> np.ndarray:
+        """Targets of values of a table's ``label`` column (what :meth:`map_groups` takes)."""
+        raise NotImplementedError
+
     @property
     def default_target(self) -> str:
         """str : What attribution explains by default."""
@@ -182,6 +190,15 @@ class Classification(Task):
         """``"conjoined"``: the sum of the class means (when every class has maps)."""
         return "conjoined"
 
+    def map_names(self) -> list[str]:
+        """Every class, then ``conjoined``."""
+        return [*self.classes, self.combined_map()]
+
+    def label_targets(self, labels: Sequence) -> np.ndarray:
+        """Class index of each label (compared as text); -1 for a label not in the classes."""
+        index = {c: k for k, c in enumerate(self.classes)}
+        return np.array([index.get(str(v), -1) for v in labels], dtype=np.int64)
+
 
 @dataclass(frozen=True, eq=False)
 class Regression(Task):
@@ -239,6 +256,14 @@ class Regression(Task):
     def map_groups(self, y: np.ndarray) -> dict[str, np.ndarray]:
         """One group, ``all``."""
         return {"all": np.ones(len(y), dtype=bool)}
+
+    def map_names(self) -> list[str]:
+        """``all``."""
+        return list(self.map_groups(np.zeros(0)))
+
+    def label_targets(self, labels: Sequence) -> np.ndarray:
+        """The labels as float values (NaN where not a number)."""
+        return pd.to_numeric(pd.Series(list(labels)), errors="coerce").to_numpy(dtype=float)
 
 
 _TASKS: dict[str, type[Task]] = {t.name: t for t in (Classification, Regression)}

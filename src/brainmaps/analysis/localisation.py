@@ -31,8 +31,8 @@ from brainmaps.analysis.maps import (
     on_grid_of,
     run_brain_mask,
 )
-from brainmaps.run.folder import RunFolder, open_run
 from brainmaps.exceptions import ConfigError
+from brainmaps.run.folder import RunFolder, open_run
 from brainmaps.utils import atomic_path
 
 __all__ = ["localisation_roc", "localisation_run", "localisation_scores", "pointing_game"]
@@ -174,8 +174,10 @@ def localisation_roc(
 
 
 def _subject_scores(run: RunFolder, method: str, truth, mask, absolute, tolerance_mm):
-    folder = run.path / "maps" / method
-    manifest = pd.read_csv(folder / "maps.tsv", sep="\t", dtype=str, keep_default_na=False)
+    folder = run.layout.maps_dir(method)
+    manifest = pd.read_csv(
+        run.layout.maps_manifest(method), sep="\t", dtype=str, keep_default_na=False
+    )
     scores = [
         localisation_scores(folder / f, truth, mask, absolute=absolute, tolerance_mm=tolerance_mm)
         for f in manifest["file"]
@@ -226,7 +228,7 @@ def localisation_run(
     ConfigError
         If no ground truth is known or no method has maps.
     """
-    run = run_dir if isinstance(run_dir, RunFolder) else open_run(run_dir)
+    run = open_run(run_dir)
     truth = as_img(truth_img, "truth_img") if truth_img is not None else ground_truth_mask(run)
     if truth is None:
         raise ConfigError(
@@ -235,7 +237,7 @@ def localisation_run(
         )
     methods = list(methods) if methods else list_map_methods(run)
     if not methods:
-        raise ConfigError(f"no maps in {run.path / 'maps'}; run 'brainmaps explain' first.")
+        raise ConfigError(f"no maps in {run.layout.maps_root}; run 'brainmaps explain' first.")
     mask = run_brain_mask(run)
     # once onto the run grid, so per-subject scoring does not resample it again
     truth = nib.Nifti1Image(on_grid_of(truth, mask, interpolation="nearest"), mask.affine)
@@ -247,15 +249,16 @@ def localisation_run(
                 img, truth, mask, absolute=absolute, tolerance_mm=tolerance_mm
             )
             rows.append({"method": method, "map": name, **scores, "n_subjects": 0})
-        key = "conjoined" if "conjoined" in means else next(iter(means))
+        combined = run.task.combined_map()
+        key = combined if combined in means else next(iter(means))
         curve = localisation_roc(means[key], truth, mask, absolute=absolute)
         curves.append(curve.assign(method=method)[["method", "fpr", "tpr"]])
         if subjects:
             rows.append(_subject_scores(run, method, truth, mask, absolute, tolerance_mm))
-    out = run.path / "analysis" / "localisation.tsv"
+    out = run.layout.analysis("localisation")
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
         pd.DataFrame(rows, columns=COLUMNS).to_csv(tmp, sep="\t", index=False)
-    with atomic_path(out.with_name("localisation_roc.tsv")) as tmp:
+    with atomic_path(run.layout.analysis("localisation_roc")) as tmp:
         pd.concat(curves, ignore_index=True).to_csv(tmp, sep="\t", index=False)
     return out

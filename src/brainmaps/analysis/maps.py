@@ -13,8 +13,8 @@ import nibabel as nib
 import numpy as np
 
 from brainmaps.data.preprocess import mni_brain_mask
-from brainmaps.run.folder import RunFolder, open_run
 from brainmaps.exceptions import ConfigError
+from brainmaps.run.folder import RunFolder, open_run
 from brainmaps.validation import check_img
 
 __all__ = [
@@ -26,10 +26,6 @@ __all__ = [
     "run_brain_mask",
     "same_grid",
 ]
-
-
-def _run(run: str | os.PathLike | RunFolder) -> RunFolder:
-    return run if isinstance(run, RunFolder) else open_run(run)
 
 
 def as_img(img: nib.Nifti1Image | str | os.PathLike, name: str = "img") -> nib.Nifti1Image:
@@ -68,10 +64,7 @@ def list_map_methods(run: str | os.PathLike | RunFolder) -> list[str]:
     -------
     list of str
     """
-    root = _run(run).path / "maps"
-    if not root.is_dir():
-        return []
-    return sorted(p.name for p in root.iterdir() if (p / "maps.tsv").is_file())
+    return open_run(run).layout.map_methods()
 
 
 def class_mean_maps(run: str | os.PathLike | RunFolder, method: str) -> dict[str, nib.Nifti1Image]:
@@ -94,10 +87,9 @@ def class_mean_maps(run: str | os.PathLike | RunFolder, method: str) -> dict[str
     ConfigError
         If the method has no class-mean maps (run ``brainmaps explain`` first).
     """
-    r = _run(run)
-    folder = r.path / "maps" / method
-    names = [*r.classes, "conjoined"] if r.task == "classification" else ["all"]
-    found = {n: folder / f"mean_{n}.nii.gz" for n in names}
+    r = open_run(run)
+    folder = r.layout.maps_dir(method)
+    found = {n: r.layout.group_map(method, n) for n in r.task.map_names()}
     found = {n: p for n, p in found.items() if p.is_file()}
     if not found:
         raise ConfigError(
@@ -118,7 +110,7 @@ def run_brain_mask(run: str | os.PathLike | RunFolder) -> nib.Nifti1Image:
     -------
     nibabel.Nifti1Image
     """
-    r = _run(run)
+    r = open_run(run)
     return nib.Nifti1Image(mni_brain_mask(r.grid).astype(np.uint8), r.grid.affine)
 
 
@@ -142,11 +134,12 @@ def ground_truth_mask(
     """
     if kind not in ("group", "age"):
         raise ConfigError(f"kind must be 'group' or 'age', got {kind!r}.")
-    source = _run(run).config.data.source
+    r = open_run(run)
+    source = r.config.data.source
     if not source:
         return None
     name = "ground_truth_mask.nii.gz" if kind == "group" else "ground_truth_age_mask.nii.gz"
-    run_path = _run(run).path
+    run_path = r.path
     # a relative source was relative to the working directory of 'brainmaps train'; the
     # demo layout keeps the cohort beside the run folder
     for folder in (Path(source), run_path.parent / Path(source).name):

@@ -32,8 +32,8 @@ from brainmaps.analysis.maps import (
     on_grid_of,
     run_brain_mask,
 )
-from brainmaps.run.folder import RunFolder, open_run
 from brainmaps.exceptions import BrainmapsWarning, ConfigError, ShapeError
+from brainmaps.run.folder import RunFolder, open_run
 from brainmaps.utils import atomic_path
 
 __all__ = [
@@ -374,32 +374,33 @@ def compare_run(
     ConfigError
         If fewer than two methods have maps.
     """
-    run = run_dir if isinstance(run_dir, RunFolder) else open_run(run_dir)
+    run = open_run(run_dir)
     available = list_map_methods(run)
     methods = list(methods) if methods else available
     missing = sorted(set(methods) - set(available))
     if missing:
         raise ConfigError(
-            f"methods {missing} have no maps in {run.path / 'maps'} (found {available}); "
+            f"methods {missing} have no maps in {run.layout.maps_root} (found {available}); "
             f"run 'brainmaps explain {run.path} --methods {','.join(missing)}' first."
         )
     if len(methods) < 2:
         raise ConfigError(
-            f"compare needs maps of at least two methods in {run.path / 'maps'}, found "
+            f"compare needs maps of at least two methods in {run.layout.maps_root}, found "
             f"{available}; run 'brainmaps explain' with more --methods."
         )
     means = {m: class_mean_maps(run, m) for m in methods}
     mask = run_brain_mask(run)
     names = [n for n in means[methods[0]] if all(n in means[m] for m in methods)]
     tables = []
-    for name in sorted(names, key=lambda n: n != "conjoined"):
+    combined = run.task.combined_map()
+    for name in sorted(names, key=lambda n: n != combined):
         table = overlap_matrix(
             {m: means[m][name] for m in methods}, mask, threshold, absolute=absolute
         )
         table.insert(0, "map", name)
         table.insert(3, "threshold", str(threshold))
         tables.append(table)
-    out = run.path / "analysis" / "overlap.tsv"
+    out = run.layout.analysis("overlap")
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
         pd.concat(tables, ignore_index=True).to_csv(tmp, sep="\t", index=False)

@@ -40,8 +40,8 @@ from brainmaps.analysis.maps import (
     run_brain_mask,
 )
 from brainmaps.analysis.overlap import binarize
-from brainmaps.data.run_folder import RunFolder, open_run
 from brainmaps.exceptions import BrainmapsWarning, ConfigError
+from brainmaps.run.folder import RunFolder, open_run
 from brainmaps.utils import atomic_path
 
 __all__ = [
@@ -235,11 +235,12 @@ def _rank(img, atlas, regions, mask_img, threshold, method, values, grid) -> pd.
 
 def _pick_maps(run: RunFolder, method: str, maps: Sequence[str] | None) -> dict:
     found = class_mean_maps(run, method)
-    names = list(maps) if maps else sorted(found, key=lambda n: n != "conjoined")
+    combined = run.task.combined_map()
+    names = list(maps) if maps else sorted(found, key=lambda n: n != combined)
     missing = [n for n in names if n not in found]
     if missing:
         raise ConfigError(
-            f"maps {missing} not found for method {method!r} in {run.path / 'maps' / method} "
+            f"maps {missing} not found for method {method!r} in {run.layout.maps_dir(method)} "
             f"(found {sorted(found)}); pass maps from those."
         )
     return {n: found[n] for n in names}
@@ -284,13 +285,13 @@ def rank_run_regions(
         ``<run>/analysis/regions_<atlas.name>.tsv`` with :data:`REGION_COLUMNS`, grouped
         by method then map and sorted by rank.
     """
-    run = run_dir if isinstance(run_dir, RunFolder) else open_run(run_dir)
+    run = open_run(run_dir)
     available = list_map_methods(run)
     methods = list(methods) if methods else available
     missing = sorted(set(methods) - set(available))
     if missing or not methods:
         raise ConfigError(
-            f"methods {missing or methods} have no maps in {run.path / 'maps'} (found "
+            f"methods {missing or methods} have no maps in {run.layout.maps_root} (found "
             f"{available}); run 'brainmaps explain {run.path}' first."
         )
     if values not in _VALUES or grid not in _GRIDS:
@@ -304,7 +305,7 @@ def rank_run_regions(
             table = _rank(img, atlas, regions, mask, threshold, method, values, grid)
             table = table.head(top) if top else table
             tables.append(table.assign(method=method, map=name, threshold=str(threshold)))
-    out = run.path / "analysis" / f"regions_{atlas.name}.tsv"
+    out = run.layout.analysis(f"regions_{atlas.name}")
     with atomic_path(out) as tmp:
         pd.concat(tables)[list(REGION_COLUMNS)].to_csv(tmp, sep="\t", index=False)
     return out

@@ -16,25 +16,20 @@ from tqdm.auto import tqdm
 
 from brainmaps.attribution.base import create_method, get_method, method_options
 from brainmaps.data.io import load_img, save_img
-from brainmaps.run.folder import RunFolder, open_run
 from brainmaps.exceptions import ConfigError
 from brainmaps.models.checkpoints import model_from_checkpoint
 from brainmaps.models.device import resolve_device
+from brainmaps.models.predict import VolumeDataset
+from brainmaps.run.folder import RunFolder, open_run
+from brainmaps.run.layout import RunLayout, map_filename
 from brainmaps.utils import atomic_path
 
 __all__ = ["class_means", "explain_run", "map_filename", "occlusion_cohort_map"]
 
-_MANIFEST = "maps.tsv"
-
-
-def map_filename(subject: str, session: str = "") -> str:
-    """``sub-<id>[_ses-<session>].nii.gz``: the file of one subject's map."""
-    return f"sub-{subject}" + (f"_ses-{session}" if session else "") + ".nii.gz"
-
 
 def _resolve_targets(run: RunFolder, target: str | int, idx: np.ndarray) -> Any:
     """Turn the user's ``target`` into what :meth:`AttributionMethod.attribute` takes."""
-    if run.task == "regression" or target == "predicted":
+    if not run.task.is_classification or target == "predicted":
         return "predicted"
     if target == "true":
         return torch.as_tensor(run.labels[idx], dtype=torch.long)
@@ -72,14 +67,14 @@ def _method_kwargs(methods: Sequence[str], layer: str | None, options: dict | No
 
 
 def _target_names(run: RunFolder, model_targets: torch.Tensor | None, n: int) -> list[str]:
-    if run.task == "regression" or model_targets is None:
+    if not run.task.is_classification or model_targets is None:
         return ["output"] * n
     return [run.classes[int(t)] for t in model_targets]
 
 
 def _explained_units(run, model, x, targets) -> torch.Tensor | None:
     """The class index each map explains (for the manifest)."""
-    if run.task == "regression":
+    if not run.task.is_classification:
         return None
     if isinstance(targets, str):
         with torch.no_grad():
@@ -88,14 +83,14 @@ def _explained_units(run, model, x, targets) -> torch.Tensor | None:
     return t.expand(x.shape[0]) if t.numel() == 1 else t
 
 
-def _write_manifest(folder: Path, rows: list[dict]) -> None:
+def _write_manifest(path: Path, rows: list[dict]) -> None:
     table = pd.DataFrame(rows).sort_values(["fold", "subject", "session"], kind="stable")
-    with atomic_path(folder / _MANIFEST) as tmp:
+    with atomic_path(path) as tmp:
         table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
 
 
-def _read_manifest(folder: Path) -> dict[str, dict]:
-    path = folder / _MANIFEST
+def _read_manifest(layout: RunLayout, method: str) -> dict[str, dict]:
+    folder, path = layout.maps_dir(method), layout.maps_manifest(method)
     if not path.is_file():
         return {}
     table = pd.read_csv(path, sep="\t", dtype={"subject": str, "session": str})
@@ -115,7 +110,7 @@ def _native(img: nib.Nifti1Image, source: str) -> nib.Nifti1Image:
 
 
 def explain_run(
-    run_dir: str | os.PathLike,
+    run_dir: str | os.PathLike | RunFolder,
     methods: Sequence[str] = ("grad_cam", "guided_backprop"),
     *,
     target: str | int = "predicted",
@@ -140,7 +135,7 @@ def explain_run(
 
     Parameters
     ----------
-    run_dir : str or os.PathLike
+    run_dir : str, os.PathLike or RunFolder
         A run folder written by ``brainmaps train``.
     methods : sequence of str
         Registry names (:func:`brainmaps.attribution.list_methods`).
@@ -188,8 +183,8 @@ def explain_run(
         )
     checkpoints = run.fold_models()
     dev = resolve_device(device)
-    folders = {m: run.path / "maps" / m for m in methods}
-    done = {m: _read_manifest(folders[m]) for m in methods}
+    folders = {m: run.layout.maps_dir(m) for m in methods}
+    done = {m: _read_manifest(run.layout, m) for m in methods}
     volumes = run.volumes(progress=progress)
     todo = _todo(run, methods, done, subjects_per_fold)
     bar = tqdm(total=sum(len(v) for v in todo.values()), desc="explain", disable=not progress)
@@ -205,7 +200,7 @@ def explain_run(
                 _write_native(run, batch, folders, methods)
             bar.update(len(batch))
     bar.close()
-    return {m: _finish(run, folders[m], done[m]) for m in methods}
+    return {m: _finish(run, m, done[m]) for m in methods}
 
 
 def _sample(run: RunFolder, rows: np.ndarray, n: int | None, fold: int) -> np.ndarray:
@@ -213,7 +208,7 @@ def _sample(run: RunFolder, rows: np.ndarray, n: int | None, fold: int) -> np.nd
     if n is None or n >= len(rows):
         return rows
     rows = np.random.default_rng(fold).permutation(rows)
-    if run.task != "classification":
+    if not run.task.is_classification:
         return np.sort(rows[:n])
     labels = run.labels[rows]
     rank = np.zeros(len(rows), dtype=int)
@@ -238,8 +233,14 @@ def _file(run: RunFolder, i: int) -> str:
     return map_filename(str(row["subject"]), str(row["session"]))
 
 
+def _batch(volumes, rows: Sequence[int]) -> torch.Tensor:
+    """Float32 batch (N, C, X, Y, Z) of ``volumes[rows]``; a 3-D volume gets one channel."""
+    items = VolumeDataset(volumes, rows)
+    return torch.stack([items[j] for j in range(len(items))])
+
+
 def _explain_batch(run, model, volumes, batch, kwargs, target, folders, done, dev, fold):
-    x = torch.from_numpy(np.stack([volumes[i] for i in batch]))[:, None].to(dev)
+    x = _batch(volumes, batch).to(dev)
     targets = _resolve_targets(run, target, np.asarray(batch))
     if isinstance(targets, torch.Tensor):
         targets = targets.to(dev)
@@ -272,7 +273,7 @@ def _explain_batch(run, model, volumes, batch, kwargs, target, folders, done, de
                 "seconds": seconds,
                 "file": name,
             }
-        _write_manifest(folders[method], list(done[method].values()))
+        _write_manifest(run.layout.maps_manifest(method), list(done[method].values()))
 
 
 def _write_native(run: RunFolder, batch: list[int], folders: dict, methods: list[str]) -> None:
@@ -280,44 +281,46 @@ def _write_native(run: RunFolder, batch: list[int], folders: dict, methods: list
         name = _file(run, i)
         source = str(run.table.iloc[i]["path"])
         for m in methods:
-            out = folders[m] / "native" / name
+            out = run.layout.native_map(m, name)
             if not out.is_file():
                 save_img(_native(nib.load(folders[m] / name), source), out)
 
 
 def class_means(run: RunFolder, folder: Path, manifest: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Mean map per true class (``mean_<class>``), their sum (``mean_conjoined``), or
-    ``mean_all`` for regression, from the maps listed in ``manifest``."""
-    groups = (
-        {"all": manifest}
-        if run.task == "regression"
-        else dict((str(c), manifest[manifest["label"].astype(str) == str(c)]) for c in run.classes)
-    )
+    """Group-mean maps of the maps listed in ``manifest`` (files in ``folder``).
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        The groups of :meth:`Task.map_groups <brainmaps.tasks.Task.map_groups>` that have
+        maps (each true class, or ``all`` for regression), then the task's combined map
+        (``conjoined``, the sum of the class means) when every class has maps.
+    """
+    files = manifest["file"].to_numpy()
+    groups = run.task.map_groups(run.task.label_targets(manifest["label"]))
     means = {}
-    for name, part in groups.items():
-        if len(part):
-            total = sum(
-                np.asarray(nib.load(folder / f).dataobj, dtype=np.float64) for f in part["file"]
-            )
-            means[f"mean_{name}"] = (total / len(part)).astype(np.float32)
-    if run.task == "classification" and len(means) == len(run.classes):
-        means["mean_conjoined"] = sum(means.values()).astype(np.float32)
+    for name, rows in groups.items():
+        total = sum(np.asarray(nib.load(folder / f).dataobj, dtype=np.float64) for f in files[rows])
+        means[name] = (total / int(rows.sum())).astype(np.float32)
+    combined = run.task.combined_map()
+    if combined is not None and len(means) == len(run.classes):
+        means[combined] = sum(means.values()).astype(np.float32)
     return means
 
 
-def _finish(run: RunFolder, folder: Path, done: dict) -> pd.DataFrame:
+def _finish(run: RunFolder, method: str, done: dict) -> pd.DataFrame:
     manifest = pd.DataFrame(list(done.values()))
     if manifest.empty:
         return manifest
-    for name, data in class_means(run, folder, manifest).items():
-        save_img(run.grid.to_img(data), folder / f"{name}.nii.gz")
+    for group, data in class_means(run, run.layout.maps_dir(method), manifest).items():
+        save_img(run.grid.to_img(data), run.layout.group_map(method, group))
     return manifest.sort_values(["fold", "subject", "session"], kind="stable").reset_index(
         drop=True
     )
 
 
 def occlusion_cohort_map(
-    run_dir: str | os.PathLike,
+    run_dir: str | os.PathLike | RunFolder,
     *,
     window_mm: float = 18.0,
     stride_mm: float = 9.0,
@@ -334,7 +337,7 @@ def occlusion_cohort_map(
 
     Parameters
     ----------
-    run_dir : str or os.PathLike
+    run_dir : str, os.PathLike or RunFolder
         A classification run folder.
     window_mm, stride_mm : float
         Cube edge and step in millimetres.
@@ -352,7 +355,7 @@ def occlusion_cohort_map(
     from brainmaps.attribution.occlusion import occlusion_accuracy_map
 
     run = open_run(run_dir)
-    if run.task != "classification":
+    if not run.task.is_classification:
         raise ConfigError("the cohort occlusion map needs a classification run (accuracy).")
     dev = resolve_device(device)
     volumes = run.volumes(progress=progress)
@@ -363,7 +366,7 @@ def occlusion_cohort_map(
     for k, path in enumerate(tqdm(checkpoints, desc="occlusion (cohort)", disable=not progress)):
         model, _ = model_from_checkpoint(path)
         idx = run.indices(k, "test")
-        x = torch.from_numpy(np.stack([volumes[int(i)] for i in idx]))[:, None].to(dev)
+        x = _batch(volumes, idx).to(dev)
         drop = occlusion_accuracy_map(
             model.to(dev),
             x,
@@ -374,6 +377,6 @@ def occlusion_cohort_map(
             voxel_size=run.grid.voxel_size,
         )
         total += np.asarray(drop, dtype=np.float64) * len(idx)
-    out = run.path / "maps" / "occlusion" / "cohort_accuracy_drop.nii.gz"
+    out = run.layout.occlusion_cohort_map()
     save_img(run.grid.to_img((total / len(run.table)).astype(np.float32)), out)
     return out

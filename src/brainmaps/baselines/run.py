@@ -32,8 +32,8 @@ from brainmaps.baselines.voxels import (
     voxel_matrix,
 )
 from brainmaps.data.preprocess import mni_brain_mask
-from brainmaps.run.folder import RunFolder, open_run
 from brainmaps.exceptions import BrainmapsWarning, ConfigError
+from brainmaps.run.folder import RunFolder, open_run
 from brainmaps.utils import atomic_path
 
 __all__ = ["ALL_MODELS", "run_baselines"]
@@ -79,12 +79,7 @@ def _predictions(run: RunFolder, result: BaselineResult) -> pd.DataFrame:
     rows = run.table.loc[tested, ["subject", "session", "label", "y"]].reset_index(drop=True)
     rows.insert(0, "fold", result.fold[tested])
     rows.insert(0, "model", result.name)
-    if result.task == "regression":
-        return rows.assign(prediction=result.outputs[tested])
-    proba = result.outputs[tested]
-    for j, name in enumerate(run.classes):
-        rows[f"p_{name}"] = proba[:, j]
-    return rows.assign(predicted=np.asarray(run.classes, dtype=object)[proba.argmax(axis=1)])
+    return run.task.prediction_frame(rows, result.outputs[tested])
 
 
 def _read(path: Path) -> pd.DataFrame | None:
@@ -109,11 +104,11 @@ def _write_tsv(table: pd.DataFrame, path: Path) -> None:
         table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
 
 
-def _write_results(run: RunFolder, results: dict[str, BaselineResult], out: Path) -> pd.DataFrame:
-    models = list(results)
+def _write_results(run: RunFolder, results: dict[str, BaselineResult]) -> pd.DataFrame:
+    models, layout = list(results), run.layout
     metrics = pd.concat([r.metrics.assign(model=m) for m, r in results.items()])
     metrics = metrics[["model", *[c for c in metrics.columns if c != "model"]]]
-    metrics = _merge(out / "metrics.tsv", metrics, models)
+    metrics = _merge(layout.baselines("metrics"), metrics, models)
     predictions = pd.concat([_predictions(run, r) for r in results.values()])
     params = pd.DataFrame(
         [
@@ -122,16 +117,17 @@ def _write_results(run: RunFolder, results: dict[str, BaselineResult], out: Path
             for k, p in enumerate(r.best_params)
         ]
     )
-    _write_tsv(_merge(out / "predictions.tsv", predictions, models), out / "predictions.tsv")
-    _write_tsv(_merge(out / "params.tsv", params, models), out / "params.tsv")
-    _write_tsv(metrics, out / "metrics.tsv")
+    for name, table in (("predictions", predictions), ("params", params)):
+        path = layout.baselines(name)
+        _write_tsv(_merge(path, table, models), path)
+    _write_tsv(metrics, layout.baselines("metrics"))
     for m, r in results.items():
         if r.importances is not None:
-            _write_tsv(r.importances, out / f"importances_{m}.tsv")
+            _write_tsv(r.importances, layout.importances(m))
             title = f"{m}: top features ({run.config.data.target})"
             plot_importances(
                 r.importances,
-                out / f"importances_{m}.png",
+                layout.importances(m, "png"),
                 title=title,
                 xlabel=_IMPORTANCE_LABELS[m],
             )
@@ -148,13 +144,13 @@ def _check_cnn_folds(run: RunFolder, predictions: pd.DataFrame) -> None:
         if found != expected:
             raise ConfigError(
                 f"the CNN predictions of fold {k} in {run.path} are for other subjects than "
-                f"folds.tsv says ({len(found ^ expected)} differ); the run folder is "
+                f"{run.layout.folds.name} says ({len(found ^ expected)} differ); the run folder is "
                 "inconsistent, train it again."
             )
 
 
 def _cnn_fold_predictions(run: RunFolder) -> pd.DataFrame | None:
-    parts = [_read(run.path / f"fold-{k}" / "predictions.tsv") for k in range(run.n_folds)]
+    parts = [_read(run.layout.fold_predictions(k)) for k in range(run.n_folds)]
     if any(p is None for p in parts):
         return None
     return pd.concat(parts, ignore_index=True)
@@ -169,25 +165,23 @@ def _cnn_metrics(run: RunFolder) -> pd.DataFrame | None:
     predictions = _cnn_fold_predictions(run)
     if predictions is not None:
         _check_cnn_folds(run, predictions)
-    metrics = _read(run.path / "metrics.tsv")
+    metrics = _read(run.layout.metrics)
     if metrics is None and predictions is not None:
-        if run.task == "regression":
-            outputs = predictions["prediction"].to_numpy(dtype=float)
-        else:
-            outputs = predictions[[f"p_{c}" for c in run.classes]].to_numpy(dtype=float)
-        y = predictions["y"].to_numpy(dtype=float if run.task == "regression" else int)
+        outputs = run.task.outputs_from_frame(predictions).astype(float)
+        y = predictions["y"].to_numpy(dtype=int if run.task.is_classification else float)
         metrics = fold_metrics(run.task, y, outputs, predictions["fold"].to_numpy(dtype=int))
     if metrics is None:
         warnings.warn(
-            f"{run.path} has no metrics.tsv nor CNN predictions for every fold; the comparison "
-            "lists the baselines only (finish 'brainmaps train' to compare with the CNN).",
+            f"{run.path} has no {run.layout.METRICS} nor CNN predictions for every fold; the "
+            "comparison lists the baselines only (finish 'brainmaps train' to compare with "
+            "the CNN).",
             BrainmapsWarning,
             stacklevel=4,
         )
     return metrics
 
 
-def _compare(run: RunFolder, metrics: pd.DataFrame, out: Path) -> pd.DataFrame:
+def _compare(run: RunFolder, metrics: pd.DataFrame) -> pd.DataFrame:
     per_fold = {}
     cnn = _cnn_metrics(run)
     if cnn is not None:
@@ -203,7 +197,7 @@ def _compare(run: RunFolder, metrics: pd.DataFrame, out: Path) -> pd.DataFrame:
         task=run.task,
         reference="cnn" if cnn is not None else None,
     )
-    _write_tsv(table, out / "comparison.tsv")
+    _write_tsv(table, run.layout.baselines("comparison"))
     return table
 
 
@@ -285,6 +279,5 @@ def run_baselines(
         del x
     for m in (m for m in models if m in TABULAR_MODELS):
         results[m] = cross_validate_tabular(table, run.labels, splits, m, **common)
-    out = run.path / "baselines"
-    metrics = _write_results(run, results, out)
-    return _compare(run, metrics, out)
+    metrics = _write_results(run, results)
+    return _compare(run, metrics)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import time
 
+from brainmaps.cli._args import argument_type
 from brainmaps.data.preprocess import parse_grid
 from brainmaps.demo import DemoSettings, run_demo
 from brainmaps.evaluation.metrics import format_metrics_table
+from brainmaps.run.layout import RunLayout
+from brainmaps.validation import check_output_dir
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +26,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default="demo", help="demo folder (default ./demo)")
     p.add_argument("--subjects", type=int, default=d.n_subjects, help="synthetic subjects")
-    p.add_argument("--grid", type=parse_grid, default=d.grid_shape, help="model grid XxYxZ")
+    grid = argument_type(parse_grid)
+    p.add_argument("--grid", type=grid, default=d.grid_shape, help="model grid XxYxZ")
     p.add_argument(
         "--effect", choices=("atrophy", "intensity"), default=d.effect, help="planted group effect"
     )
@@ -41,6 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``brainmaps demo``."""
+    check_output_dir(args.out, "--out")
     settings = DemoSettings(
         n_subjects=args.subjects,
         grid_shape=tuple(args.grid),
@@ -55,11 +60,12 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     result = run_demo(args.out, settings, progress=not args.no_progress)
     print(format_metrics_table(result.metrics))
-    maps = result.out / "maps"
+    layout = RunLayout(result.out)
+    maps = layout.maps_root
     if maps.is_dir():
         print(f"attribution maps: {', '.join(sorted(p.name for p in maps.iterdir()))} in {maps}")
     print(f"run folder: {result.out}  ({time.perf_counter() - start:.0f} s)")
-    report = result.out / "report.html"
+    report = layout.report
     if report.is_file():
         print(f"report: {report}")
     return 0

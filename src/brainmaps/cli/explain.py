@@ -9,6 +9,7 @@ import yaml
 from brainmaps.attribution import list_methods
 from brainmaps.attribution.cohort import occlusion_cohort_map
 from brainmaps.exceptions import ConfigError
+from brainmaps.run.layout import RunLayout
 from brainmaps.steps import explain
 from brainmaps.validation import parse_list
 
@@ -128,5 +129,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"cohort occlusion map: {path}")
     for name, table in tables.items():
         seconds = table["seconds"].mean() if len(table) else float("nan")
-        print(f"{name}: {len(table)} maps in {args.run_dir}/maps/{name} ({seconds:.2f} s/subject)")
+        folder = RunLayout(args.run_dir).maps_dir(name)
+        print(f"{name}: {len(table)} maps in {folder} ({seconds:.2f} s/subject)")
     return 0

@@ -7,6 +7,7 @@ import argparse
 import pandas as pd
 
 from brainmaps.analysis.group_stats import TESTS
+from brainmaps.run.layout import RunLayout
 from brainmaps.training.features import STAGES, first_layer_run
 
 
@@ -56,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.no_progress,
     )
-    summary = pd.read_csv(out.with_name("first_layer_summary.tsv"), sep="\t", dtype=str)
+    summary_path = RunLayout(args.run_dir).analysis("first_layer_summary")
+    summary = pd.read_csv(summary_path, sep="\t", dtype=str)
     print(summary.to_string(index=False))
     print(f"first-layer statistics written to {out}")
     return 0

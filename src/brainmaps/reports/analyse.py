@@ -17,8 +17,8 @@ from brainmaps.analysis.localisation import localisation_run
 from brainmaps.analysis.maps import ground_truth_mask, list_map_methods
 from brainmaps.analysis.overlap import compare_run
 from brainmaps.analysis.regions import rank_run_regions
-from brainmaps.data.run_folder import RunFolder, open_run
 from brainmaps.exceptions import ConfigError
+from brainmaps.run.folder import RunFolder, open_run
 
 __all__ = ["STEPS", "analyse_run"]
 
@@ -35,7 +35,7 @@ def _inputs(run: RunFolder, step: str) -> list[Path]:
     """Files whose change makes a step's table stale."""
     if step == "first_layer":
         return run.checkpoints()
-    return [run.path / "maps" / m / "maps.tsv" for m in list_map_methods(run)]
+    return [run.layout.maps_manifest(m) for m in list_map_methods(run)]
 
 
 def _skip_reason(run: RunFolder, step: str, methods: list[str]) -> str | None:
@@ -46,7 +46,7 @@ def _skip_reason(run: RunFolder, step: str, methods: list[str]) -> str | None:
         return "needs maps of at least two methods"
     if step == "localise" and ground_truth_mask(run) is None:
         return "no ground-truth mask (not a synthetic cohort)"
-    if step in ("masked_eval", "first_layer") and run.task != "classification":
+    if step in ("masked_eval", "first_layer") and not run.task.is_classification:
         return "classification runs only"
     return None
 
@@ -114,18 +114,18 @@ def analyse_run(
         "masked_eval": lambda: _masked_eval(run, methods, device, progress),
         "first_layer": lambda: _first_layer(run, device, progress),
     }
-    outputs = {
-        "compare": "overlap.tsv",
-        "localise": "localisation.tsv",
-        "regions": f"regions_{atlas_obj.name}.tsv" if atlas_obj else "",
-        "faithfulness": "faithfulness.tsv",
-        "masked_eval": "masked_eval.tsv",
-        "first_layer": "first_layer.tsv",
+    tables = {  # the analysis table each step writes
+        "compare": "overlap",
+        "localise": "localisation",
+        "regions": f"regions_{atlas_obj.name}" if atlas_obj else "",
+        "faithfulness": "faithfulness",
+        "masked_eval": "masked_eval",
+        "first_layer": "first_layer",
     }
     done: dict[str, str] = {}
     for step in steps:
         reason = _skip_reason(run, step, methods)
-        out = run.path / "analysis" / outputs[step]
+        out = run.layout.analysis(tables[step])
         if reason:
             done[step] = f"skipped: {reason}"
         elif not overwrite and out.is_file() and out.stat().st_mtime >= _newest(_inputs(run, step)):

@@ -19,8 +19,8 @@ import jinja2
 from markupsafe import Markup, escape
 
 from brainmaps import __version__
-from brainmaps.data.run_folder import open_run
 from brainmaps.reports.sections import collect_sections
+from brainmaps.run.folder import RunFolder, open_run
 from brainmaps.utils import atomic_path
 
 __all__ = ["build_report", "render_report"]
@@ -52,12 +52,12 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def render_report(run_dir: str | os.PathLike) -> str:
+def render_report(run_dir: str | os.PathLike | RunFolder) -> str:
     """Render the report of a run folder to an HTML string (nothing is written).
 
     Parameters
     ----------
-    run_dir : str or os.PathLike
+    run_dir : str, os.PathLike or RunFolder
         A run folder written by ``brainmaps train``; maps and analysis tables found in it
         are shown, missing ones get a note naming the command that computes them.
 
@@ -86,7 +86,9 @@ def render_report(run_dir: str | os.PathLike) -> str:
     )
 
 
-def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
+def build_report(
+    run_dir: str | os.PathLike | RunFolder, out: str | os.PathLike | None = None
+) -> Path:
     """Build the self-contained HTML report of a run folder.
 
     Sections, in order: summary, performance (metrics, ROC curves, baselines), class-mean
@@ -97,7 +99,7 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
 
     Parameters
     ----------
-    run_dir : str or os.PathLike
+    run_dir : str, os.PathLike or RunFolder
         A run folder written by ``brainmaps train``.
     out : str or os.PathLike, optional
         Where to write the report (default ``<run_dir>/report.html``).
@@ -113,8 +115,9 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     ConfigError
         If ``run_dir`` is not a run folder.
     """
-    path = Path(out) if out is not None else Path(run_dir) / "report.html"
+    run = open_run(run_dir)
+    path = Path(out) if out is not None else run.layout.report
     with atomic_path(path) as tmp:
-        tmp.write_text(render_report(run_dir), encoding="utf-8")
+        tmp.write_text(render_report(run), encoding="utf-8")
         tmp.chmod(0o644)  # a temporary file is private (0600); a report is to be shared
     return path

@@ -22,9 +22,9 @@ import pandas as pd
 
 from brainmaps import __version__
 from brainmaps.analysis.maps import as_img, class_mean_maps, list_map_methods, run_brain_mask
-from brainmaps.data.run_folder import RunFolder, open_run
 from brainmaps.exceptions import BrainmapsError, BrainmapsWarning
 from brainmaps.reports import figures
+from brainmaps.run.folder import RunFolder, open_run
 
 __all__ = ["SECTIONS", "collect_sections", "dice_matrix", "mean_std_table"]
 
@@ -152,17 +152,17 @@ def dice_matrix(overlap: pd.DataFrame, map_name: str, value: str = "dice") -> pd
 
 
 def _summary(run: RunFolder) -> list[dict]:
-    cfg, table = run.config, run.table
+    cfg, table = run.config.to_dict(), run.table
     training = cfg.get("training") or {}
     model = cfg.get("model") or {}
     options = [json.dumps(model["options"])] if model.get("options") else []
-    if run.task == "classification":
+    if run.task.is_classification:
         counts = table["label"].astype(str).value_counts()
         classes = ", ".join(f"{c} ({int(counts.get(c, 0))})" for c in run.classes)
     else:
         y = pd.to_numeric(table["y"])
         classes = f"regression target: mean {y.mean():.3g} ± {y.std():.3g}"
-    metrics = run.path / "metrics.tsv"
+    metrics = run.layout.metrics
     trained = dt.datetime.fromtimestamp(metrics.stat().st_mtime) if metrics.is_file() else None
     voxel = " x ".join(f"{v:.3g}" for v in run.grid.voxel_size)
     grid = f"{' x '.join(map(str, run.grid.shape))} voxels of {voxel} mm"
@@ -186,7 +186,7 @@ def _summary(run: RunFolder) -> list[dict]:
     ]
 
 
-def _comparison(path: Path) -> list[dict]:
+def _comparison(run: RunFolder, path: Path) -> list[dict]:
     df = _read(path)
     shown = pd.DataFrame({"model": df["model"]})
     for col in df.columns:
@@ -198,7 +198,7 @@ def _comparison(path: Path) -> list[dict]:
             shown[col] = df[col]
     caption = "Baselines on the same folds; t and p: corrected resampled t-test vs the CNN."
     blocks = [block("heading", "Baselines"), table(shown, caption)]
-    for png in sorted(path.parent.glob("*importance*.png")):
+    for png in run.layout.importance_plots():
         data = png.read_bytes()
         if data.startswith(PNG_SIGNATURE):
             caption = f"{png.parent.name}/{png.name}"
@@ -207,8 +207,8 @@ def _comparison(path: Path) -> list[dict]:
 
 
 def _performance(run: RunFolder) -> list[dict] | None:
-    metrics, preds = run.path / "metrics.tsv", run.path / "predictions.tsv"
-    comparison = run.path / "baselines" / "comparison.tsv"
+    metrics, preds = run.layout.metrics, run.layout.predictions
+    comparison = run.layout.baselines("comparison")
     if not (metrics.is_file() or preds.is_file() or comparison.is_file()):
         return None
     blocks = []
@@ -222,14 +222,14 @@ def _performance(run: RunFolder) -> list[dict] | None:
         blocks.append(table(shown, "Out-of-fold test metrics per fold."))
     if preds.is_file():
         df = _read(preds)
-        if run.task == "classification" and all(f"p_{c}" in df for c in run.classes):
+        if run.task.is_classification and all(f"p_{c}" in df for c in run.classes):
             png = figures.plot_roc(df, run.classes)
             blocks.append(figure(png, "Out-of-fold ROC curves.", inline=True))
         elif "prediction" in df:
             png = figures.plot_regression(df)
             blocks.append(figure(png, "Out-of-fold predictions.", inline=True))
     if comparison.is_file():
-        blocks += _comparison(comparison)
+        blocks += _comparison(run, comparison)
     else:
         blocks.append(
             block("note", f"Baselines not computed — run `brainmaps baseline {run.path}`.")
@@ -239,7 +239,7 @@ def _performance(run: RunFolder) -> list[dict] | None:
 
 def _maps(run: RunFolder) -> list[dict] | None:
     methods = list_map_methods(run)
-    occlusion = run.path / "maps" / "occlusion" / "cohort_accuracy_drop.nii.gz"
+    occlusion = run.layout.occlusion_cohort_map()
     if not methods and not occlusion.is_file():
         return None
     mask = run_brain_mask(run)
@@ -260,18 +260,19 @@ def _maps(run: RunFolder) -> list[dict] | None:
             blocks += [block("heading", method), block("note", str(err))]
             continue
         png = figures.plot_class_maps(maps, mask)
-        blocks += [block("heading", method), figure(png, f"maps/{method}/mean_*.nii.gz")]
+        pattern = run.layout.group_map(method, "*").relative_to(run.path)
+        blocks += [block("heading", method), figure(png, str(pattern))]
     if occlusion.is_file():
         png = figures.plot_class_maps({"cohort accuracy drop": as_img(occlusion)}, mask)
         blocks += [
             block("heading", "occlusion: cohort accuracy drop"),
-            figure(png, f"maps/occlusion/{occlusion.name}"),
+            figure(png, str(occlusion.relative_to(run.path))),
         ]
     return blocks
 
 
 def _overlap(run: RunFolder) -> list[dict] | None:
-    path = run.path / "analysis" / "overlap.tsv"
+    path = run.layout.analysis("overlap")
     if not path.is_file():
         return None
     df = _read(path)
@@ -309,7 +310,7 @@ def _region_table(rows: pd.DataFrame, caption: str) -> dict:
 
 
 def _regions(run: RunFolder) -> list[dict] | None:
-    paths = sorted((run.path / "analysis").glob("regions_*.tsv"))
+    paths = run.layout.analysis_tables("regions_")
     if not paths:
         return None
     blocks = [
@@ -330,8 +331,8 @@ def _regions(run: RunFolder) -> list[dict] | None:
 
 
 def _localisation(run: RunFolder) -> list[dict] | None:
-    path = run.path / "analysis" / "localisation.tsv"
-    curves = run.path / "analysis" / "localisation_roc.tsv"
+    path = run.layout.analysis("localisation")
+    curves = run.layout.analysis("localisation_roc")
     if not (path.is_file() or curves.is_file()):
         return None
     blocks = []
@@ -346,8 +347,8 @@ def _localisation(run: RunFolder) -> list[dict] | None:
 
 
 def _faithfulness(run: RunFolder) -> list[dict] | None:
-    path = run.path / "analysis" / "faithfulness.tsv"
-    curves = run.path / "analysis" / "faithfulness_curves.tsv"
+    path = run.layout.analysis("faithfulness")
+    curves = run.layout.analysis("faithfulness_curves")
     if not (path.is_file() or curves.is_file()):
         return None
     blocks = []
@@ -364,7 +365,7 @@ def _faithfulness(run: RunFolder) -> list[dict] | None:
 
 
 def _masked_eval(run: RunFolder) -> list[dict] | None:
-    path = run.path / "analysis" / "masked_eval.tsv"
+    path = run.layout.analysis("masked_eval")
     if not path.is_file():
         return None
     df = _read(path)
@@ -379,7 +380,7 @@ def _masked_eval(run: RunFolder) -> list[dict] | None:
 
 
 def _first_layer(run: RunFolder) -> list[dict] | None:
-    path = run.path / "analysis" / "first_layer_summary.tsv"
+    path = run.layout.analysis("first_layer_summary")
     if not path.is_file():
         return None
     caption = "First-layer filters whose statistic differs between the groups (FDR)."
@@ -392,7 +393,7 @@ def _files(run: RunFolder) -> list[dict]:
         rel = path.relative_to(run.path)
         if not path.is_file() or any(p.startswith(".") for p in rel.parts):
             continue
-        if rel.name == "report.html":
+        if rel.name == run.layout.REPORT:
             continue
         key = str(rel.parent / "sub-*.nii.gz") if rel.name.startswith("sub-") else str(rel)
         counts[key] = counts.get(key, 0) + 1

@@ -201,6 +201,14 @@ class RunLayout:
         """``baselines/<name>.tsv`` (``name`` without the suffix)."""
         return self.baselines_dir / f"{name}.tsv"
 
+    def importances(self, model: str, ext: str = "tsv") -> Path:
+        """``baselines/importances_<model>.<ext>`` (the table, or ``ext="png"``: its plot)."""
+        return self.baselines_dir / f"importances_{model}.{ext}"
+
+    def importance_plots(self) -> list[Path]:
+        """The feature-importance plots under ``baselines/`` that exist, sorted."""
+        return sorted(self.baselines_dir.glob("*importance*.png"))
+
     def stage_record(self, stage: str) -> Path:
         """``stages/<stage>.yaml``: the options that made a stage's outputs."""
         return self.root / "stages" / f"{stage}.yaml"

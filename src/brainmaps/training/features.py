@@ -44,11 +44,11 @@ from tqdm.auto import tqdm
 
 from brainmaps.analysis.group_stats import TESTS, compare_groups, count_larger
 from brainmaps.data.preprocess import mni_brain_mask
-from brainmaps.run.folder import RunFolder, open_run
 from brainmaps.exceptions import ConfigError, ShapeError
 from brainmaps.models.checkpoints import model_from_checkpoint
 from brainmaps.models.device import resolve_device
 from brainmaps.models.tracing import ACTIVATIONS, receptive_field
+from brainmaps.run.folder import RunFolder, open_run
 from brainmaps.utils import atomic_path
 
 __all__ = [
@@ -310,7 +310,7 @@ def _checked_run(run_dir, test: str, subjects: str) -> tuple[RunFolder, dict[int
     if subjects not in ("all", "test"):
         raise ConfigError(f"subjects must be 'all' or 'test', got {subjects!r}.")
     run = open_run(run_dir)
-    if run.task != "classification" or len(run.classes) != 2:
+    if not run.task.is_classification or len(run.classes) != 2:
         raise ConfigError(
             f"first-layer statistics compare two classes, but run {run.path} is a "
             f"{run.task} run with classes {list(run.classes)}; use a two-class "
@@ -428,7 +428,7 @@ def first_layer_run(
         )
         tables += _fold_rows(stats, names[idx], run.classes, k, test, alpha)
     table = pd.concat(tables, ignore_index=True)
-    out = run.path / "analysis" / "first_layer.tsv"
+    out = run.layout.analysis("first_layer")
     _write_tsv(table, out)
-    _write_tsv(_summary(table, run.classes), out.with_name("first_layer_summary.tsv"))
+    _write_tsv(_summary(table, run.classes), run.layout.analysis("first_layer_summary"))
     return out

@@ -18,8 +18,8 @@ from brainmaps.analysis.maps import class_mean_maps, run_brain_mask
 from brainmaps.analysis.overlap import binarize
 from brainmaps.evaluation.metrics import classification_metrics, summarize_folds
 from brainmaps.exceptions import ConfigError, ShapeError
-from brainmaps.run.folder import RunFolder
-from brainmaps.training.reevaluate import _fold_predictors, _load, _manifest, _run, _write_tsv
+from brainmaps.run.folder import RunFolder, open_run
+from brainmaps.training.reevaluate import _fold_predictors, _load, _manifest, _write_tsv
 
 __all__ = ["WEIGHTINGS", "mask_weights", "masked_eval", "masked_eval_run"]
 
@@ -56,8 +56,8 @@ def masked_eval(
         ``mask, fold, n_test, accuracy, balanced_accuracy, roc_auc``: one row per mask
         and fold, then the ``mean`` and ``std`` rows of each mask.
     """
-    run = _run(run_dir)
-    if run.task != "classification":
+    run = open_run(run_dir)
+    if not run.task.is_classification:
         raise ConfigError("masked evaluation needs a classification run (accuracy).")
     per_fold = {name: _per_fold(run, name, w) for name, w in masks.items()}
     volumes = run.volumes(progress=progress)
@@ -165,8 +165,8 @@ def mask_weights(
         ``none`` (ones), one key per class and ``conjoined`` (the sum of the class
         means), each a list of one weight volume per fold.
     """
-    run = _run(run_dir)
-    if run.task != "classification":
+    run = open_run(run_dir)
+    if not run.task.is_classification:
         raise ConfigError(f"{run.path} is a regression run; class-mean masks need classes.")
     if weighting not in WEIGHTINGS:
         raise ConfigError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}.")
@@ -177,10 +177,10 @@ def mask_weights(
         means = [{c: pooled[c] for c in run.classes}] * run.n_folds
     brain = run_brain_mask(run)
     out: dict[str, list[np.ndarray]] = {"none": [np.ones(run.grid.shape, np.float32)] * run.n_folds}
-    for name in [*run.classes, "conjoined"]:
+    for name in run.task.map_names():
         out[name] = []
         for k in range(run.n_folds):
-            data = sum(means[k].values()) if name == "conjoined" else means[k][name]
+            data = sum(means[k].values()) if name == run.task.combined_map() else means[k][name]
             if weighting == "continuous":
                 out[name].append(_scale(np.asarray(data), f"class-mean map {name} of {method}"))
             else:
@@ -190,7 +190,7 @@ def mask_weights(
 
 
 def masked_eval_run(
-    run_dir: str | os.PathLike,
+    run_dir: str | os.PathLike | RunFolder,
     method: str,
     *,
     weighting: str = "continuous",
@@ -209,7 +209,7 @@ def masked_eval_run(
 
     Parameters
     ----------
-    run_dir : str or os.PathLike
+    run_dir : str, os.PathLike or RunFolder
     method : str
         Map folder under ``<run>/maps/``.
     weighting, threshold, fold_means
@@ -225,7 +225,7 @@ def masked_eval_run(
         accuracy, balanced_accuracy, roc_auc, means`` (``means`` is ``fold`` or
         ``pooled``). New rows replace those of the same method and settings.
     """
-    run = _run(run_dir)
+    run = open_run(run_dir)
     masks = mask_weights(
         run, method, weighting=weighting, threshold=threshold, fold_means=fold_means
     )
@@ -233,7 +233,7 @@ def masked_eval_run(
     table.insert(0, "method", method)
     table.insert(2, "weighting", weighting)
     table["means"] = "fold" if fold_means else "pooled"
-    out = run.path / "analysis" / "masked_eval.tsv"
+    out = run.layout.analysis("masked_eval")
     if out.is_file():
         old = pd.read_csv(out, sep="\t", dtype={"fold": str})
         key = ["method", "weighting", "means"]

@@ -10,13 +10,12 @@ re-evaluation is in :mod:`brainmaps.training.masked_eval`.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
-import torch
 from tqdm.auto import tqdm
 
 from brainmaps.analysis.faithfulness import MODES, curve_auc, deletion_curve, fill_volume
@@ -25,69 +24,30 @@ from brainmaps.analysis.maps import list_map_methods, run_brain_mask
 from brainmaps.exceptions import ConfigError, DataLeakageError, ShapeError
 from brainmaps.models.checkpoints import model_from_checkpoint
 from brainmaps.models.device import resolve_device
+from brainmaps.models.predict import predictor
 from brainmaps.run.folder import RunFolder, open_run
 from brainmaps.utils import atomic_path
 
 __all__ = ["faithfulness_run", "fold_predictor"]
 
 
-def fold_predictor(
-    model: torch.nn.Module,
-    *,
-    device: str = "auto",
-    task: str = "classification",
-    batch_size: int = 16,
-) -> Callable[[np.ndarray], np.ndarray]:
-    """Wrap a model as ``predict(batch) -> outputs`` on NumPy arrays.
-
-    Parameters
-    ----------
-    model : torch.nn.Module
-        A single-channel 3D model; it is moved to ``device`` and put in eval mode.
-    device : {"auto", "cpu", "cuda"}
-    task : {"classification", "regression"}
-        Softmax probabilities ``(B, n_classes)`` or raw outputs ``(B,)``.
-    batch_size : int
-        Volumes per forward pass.
-
-    Returns
-    -------
-    callable
-        Takes a float array ``(B, X, Y, Z)``, returns a float32 NumPy array.
-    """
-    dev = resolve_device(device)
-    model = model.to(dev).eval()
-
-    @torch.no_grad()
-    def predict(batch: np.ndarray) -> np.ndarray:
-        outs = []
-        for lo in range(0, len(batch), batch_size):
-            x = torch.as_tensor(np.asarray(batch[lo : lo + batch_size], dtype=np.float32))
-            out = model(x[:, None].to(dev)).float()
-            if task == "classification":
-                outs.append(out.softmax(dim=1).cpu())
-            else:
-                outs.append(out.reshape(len(x), -1)[:, 0].cpu())
-        return torch.cat(outs).numpy()
-
-    return predict
-
-
-def _run(run: str | os.PathLike | RunFolder) -> RunFolder:
-    return run if isinstance(run, RunFolder) else open_run(run)
+#: Former name of :func:`brainmaps.models.predict.predictor` (the one predict path).
+fold_predictor = predictor
 
 
 def _fold_predictors(run: RunFolder, device: str, batch_size: int):
     """Yield ``(fold, predict)`` for every fold, one model in memory at a time."""
     checkpoints = run.fold_models()
+    dev = resolve_device(device)
     for k in range(run.n_folds):
         model, _ = model_from_checkpoint(checkpoints[k])
-        yield k, fold_predictor(model, device=device, task=run.task, batch_size=batch_size)
+        model.to(dev)  # predictor restores the model's device: keep it there between calls
+        yield k, predictor(model, device=dev, task=run.task, batch_size=batch_size)
 
 
 def _manifest(run: RunFolder, method: str) -> pd.DataFrame:
     """``maps.tsv`` of a method with a ``row`` column (index into ``run.table``)."""
-    path = run.path / "maps" / method / "maps.tsv"
+    path = run.layout.maps_manifest(method)
     if not path.is_file():
         raise ConfigError(
             f"{path} is missing: no maps of method {method!r}; run 'brainmaps explain "
@@ -101,7 +61,9 @@ def _manifest(run: RunFolder, method: str) -> pd.DataFrame:
     table["row"] = table["row"].fillna(-1).astype(int)
     unknown = table.loc[table["row"] < 0, "subject"].tolist()
     if unknown:
-        raise ConfigError(f"{path} lists subjects not in the run's cohort.tsv: {unknown[:5]}.")
+        raise ConfigError(
+            f"{path} lists subjects not in the run's {run.layout.cohort.name}: {unknown[:5]}."
+        )
     test_fold = run.table["test_fold"].to_numpy()[table["row"]]
     if np.any(test_fold != table["fold"].to_numpy()):
         raise DataLeakageError(
@@ -113,12 +75,13 @@ def _manifest(run: RunFolder, method: str) -> pd.DataFrame:
 
 def _load(run: RunFolder, method: str, file: str) -> np.ndarray:
     """One map of a method as float32, checked against the run grid."""
-    data = np.asarray(nib.load(run.path / "maps" / method / file).dataobj, dtype=np.float32)
+    path = run.layout.maps_dir(method) / file
+    data = np.asarray(nib.load(path).dataobj, dtype=np.float32)
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.shape != tuple(run.grid.shape):
         raise ShapeError(
-            f"map {run.path / 'maps' / method / file} has shape {data.shape}, the run grid "
+            f"map {path} has shape {data.shape}, the run grid "
             f"is {tuple(run.grid.shape)}; maps must be written on the run grid."
         )
     return data
@@ -140,17 +103,19 @@ def _subsample(run: RunFolder, rows: np.ndarray, n_subjects: int | None, seed: i
 
 
 def _targets(run: RunFolder, manifest: pd.DataFrame) -> dict[int, int | None]:
-    if run.task == "regression":
+    if not run.task.is_classification:
         return dict.fromkeys(manifest["row"], None)
     names = manifest["explained"].astype(str)
     bad = sorted(set(names) - set(run.classes))
     if bad:
-        raise ConfigError(f"maps.tsv 'explained' holds {bad}, not classes {run.classes}.")
+        raise ConfigError(
+            f"{run.layout.MAPS_MANIFEST} 'explained' holds {bad}, not classes {run.classes}."
+        )
     return {r: run.classes.index(n) for r, n in zip(manifest["row"], names, strict=True)}
 
 
 def faithfulness_run(
-    run_dir: str | os.PathLike,
+    run_dir: str | os.PathLike | RunFolder,
     methods: Sequence[str] | None = None,
     *,
     n_subjects: int | None = None,
@@ -174,7 +139,7 @@ def faithfulness_run(
 
     Parameters
     ----------
-    run_dir : str or os.PathLike
+    run_dir : str, os.PathLike or RunFolder
         A run folder with maps.
     methods : sequence of str, optional
         Map folders to score (default: every method with maps).
@@ -203,10 +168,10 @@ def faithfulness_run(
         per method and mode plus the ``random`` control rows); the mean curves go to
         ``faithfulness_curves.tsv`` (``method, mode, fraction, probability``).
     """
-    run = _run(run_dir)
+    run = open_run(run_dir)
     methods = list(dict.fromkeys(methods or list_map_methods(run)))
     if not methods:
-        raise ConfigError(f"no maps in {run.path / 'maps'}; run 'brainmaps explain' first.")
+        raise ConfigError(f"no maps in {run.layout.maps_root}; run 'brainmaps explain' first.")
     manifests = {m: _manifest(run, m) for m in methods}
     targets = {m: _targets(run, manifests[m]) for m in methods}
     rows = np.array(sorted(set.intersection(*(set(t) for t in targets.values()))), dtype=int)
@@ -258,10 +223,10 @@ def _write_faithfulness(run: RunFolder, curves: dict, fractions: np.ndarray, fil
         rows.append([method, mode, fill, auc.mean(), rnd, std, len(auc)])
         curve_rows += [[method, mode, f, p] for f, p in zip(fractions, ps.mean(0), strict=True)]
     columns = ["method", "mode", "fill", "auc", "auc_random", "auc_std", "n_subjects"]
-    out = run.path / "analysis" / "faithfulness.tsv"
+    out = run.layout.analysis("faithfulness")
     _write_tsv(pd.DataFrame(rows, columns=columns), out)
     curve_table = pd.DataFrame(curve_rows, columns=["method", "mode", "fraction", "probability"])
-    _write_tsv(curve_table, out.with_name("faithfulness_curves.tsv"))
+    _write_tsv(curve_table, run.layout.analysis("faithfulness_curves"))
     return out
 
 
