@@ -34,6 +34,7 @@ def test_a_second_writer_gets_a_clear_error(tmp_path):
         with pytest.raises(RunLockedError, match=r"being written by pid \d+"):
             with run_lock(lock):
                 pass
+    assert not lock.exists()  # the holder removes it
     with run_lock(lock):  # released when the holder is done
         pass
 

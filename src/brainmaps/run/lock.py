@@ -1,9 +1,11 @@
 """One writer per run folder: an advisory lock on ``<run>/.lock``.
 
 The lock is an ``fcntl.flock`` on a file that also records the holder's process id and
-start time, so a second writer gets a clear error naming the holder. The operating
-system releases the lock when the holder exits, even when it is killed, so a stale
-``.lock`` file never blocks a later run.
+start time, so a second writer gets a clear error naming the holder. The holder removes
+the file when it is done; the operating system releases the lock when the holder exits,
+even when it is killed, so a stale ``.lock`` file never blocks a later run. A writer that
+locked a file which was removed meanwhile retries on the new one, so two writers never
+hold locks on two different files.
 """
 
 from __future__ import annotations
@@ -56,16 +58,21 @@ def run_lock(path: str | os.PathLike, what: str = "this run") -> Iterator[Path]:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(path, "a+", encoding="utf-8")
-    try:
+    while True:
+        handle = open(path, "a+", encoding="utf-8")
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            handle.close()
             raise RunLockedError(
                 f"run folder {path.parent} is being written by {_holder(path)}; wait for it "
                 f"to finish (or stop it) before running {what} there, or choose another "
                 "--out."
             ) from None
+        if _same_file(handle, path):
+            break
+        handle.close()  # the file was removed by its last holder: lock the new one
+    try:
         handle.seek(0)
         handle.truncate()
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
@@ -73,4 +80,12 @@ def run_lock(path: str | os.PathLike, what: str = "this run") -> Iterator[Path]:
         handle.flush()
         yield path
     finally:
-        handle.close()  # closing releases the flock
+        path.unlink(missing_ok=True)  # while still locked, then release by closing
+        handle.close()
+
+
+def _same_file(handle, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(handle.fileno()), os.stat(path))
+    except FileNotFoundError:
+        return False
