@@ -91,8 +91,8 @@ def localisation(run_dir: Path, methods: list[str], n_folds: int) -> dict[str, f
 
     from brainmaps.data.io import load_img
     from brainmaps.data.preprocess import mni_brain_mask, resample_to_grid
-    from brainmaps.run.folder import open_run
     from brainmaps.models.checkpoints import model_from_checkpoint
+    from brainmaps.run.folder import open_run
 
     run = open_run(run_dir)
     source = Path(run.config.data.source)

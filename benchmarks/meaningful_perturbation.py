@@ -45,9 +45,9 @@ from brainmaps.attribution.meaningful_perturbation import (
     blur_perturbation,
 )
 from brainmaps.data import mni_brain_mask, resample_to_grid
-from brainmaps.data.run_folder import open_run
 from brainmaps.models import create_model
-from brainmaps.training.checkpoints import model_from_checkpoint
+from brainmaps.models.checkpoints import model_from_checkpoint
+from brainmaps.run.folder import open_run
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_VOXEL_MM = 3.14  # the paper's 58x70x58 MNI grid

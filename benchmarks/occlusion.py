@@ -140,8 +140,8 @@ def identity_model(quick: bool):
     """The trained demo model and a test subject at 36x44x36, or a random xin2019."""
     run_dir = REPO / "demo" / "run"
     if not quick and (run_dir / "cohort.tsv").is_file():
-        from brainmaps.data.run_folder import open_run
-        from brainmaps.training.checkpoints import model_from_checkpoint
+        from brainmaps.models.checkpoints import model_from_checkpoint
+        from brainmaps.run.folder import open_run
 
         run = open_run(run_dir)
         model, _ = model_from_checkpoint(run.checkpoints()[0])

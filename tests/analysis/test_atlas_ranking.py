@@ -23,8 +23,8 @@ from brainmaps.analysis.regions import (
 )
 from brainmaps.cli import regions as regions_cli
 from brainmaps.data.preprocess import mni_grid
-from brainmaps.data.run_folder import open_run
 from brainmaps.exceptions import BrainmapsWarning, ConfigError, ImageError
+from brainmaps.run.folder import open_run
 from conftest import shared_data
 
 BOXES = {  # name: (x range, y range, z range) in world mm

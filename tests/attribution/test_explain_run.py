@@ -17,8 +17,8 @@ from brainmaps.attribution.cohort import explain_run
 from brainmaps.cli.main import main
 from brainmaps.data.io import load_img
 from brainmaps.data.preprocess import mni_brain_mask, mni_grid, resample_to_grid
-from brainmaps.data.run_folder import open_run
 from brainmaps.exceptions import ConfigError
+from brainmaps.run.folder import open_run
 
 METHODS = ["grad_cam", "guided_backprop", "gradient"]
 #: Meaningful Perturbations scaled to a 5 mm grid with regions a few voxels wide: the
@@ -227,7 +227,7 @@ def test_bad_requests_are_clear(explained, capsys):
 
 
 def test_subjects_per_fold_explains_a_balanced_sample(tiny_run, tmp_path):
-    from brainmaps.data.run_folder import open_run
+    from brainmaps.run.folder import open_run
 
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir)

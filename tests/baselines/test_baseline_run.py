@@ -13,8 +13,8 @@ import pytest
 from brainmaps.baselines.run import run_baselines
 from brainmaps.cli import baseline as baseline_cli
 from brainmaps.cli import morphometry as morphometry_cli
-from brainmaps.data.run_folder import open_run
 from brainmaps.exceptions import BrainmapsWarning, ConfigError
+from brainmaps.run.folder import open_run
 
 
 def _tiny_atlas(cohort, folder):

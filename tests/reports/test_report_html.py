@@ -18,11 +18,11 @@ import pytest
 from matplotlib.figure import Figure
 
 from brainmaps.cli import report as report_cli
-from brainmaps.data.run_folder import open_run
 from brainmaps.exceptions import BrainmapsWarning, ConfigError
 from brainmaps.reports import build_report, render_report
 from brainmaps.reports import figures as report_figures
 from brainmaps.reports.sections import SECTIONS, dice_matrix, mean_std_table
+from brainmaps.run.folder import open_run
 
 pytestmark = pytest.mark.filterwarnings("error::brainmaps.exceptions.BrainmapsWarning")
 

@@ -6,7 +6,7 @@ import argparse
 
 import pandas as pd
 
-from brainmaps.analysis.overlap import compare_run
+from brainmaps.steps.compare import compare
 from brainmaps.validation import parse_list
 
 
@@ -48,7 +48,7 @@ def _matrix(table: pd.DataFrame, value: str) -> pd.DataFrame:
 def run(args: argparse.Namespace) -> int:
     """Execute ``brainmaps compare``."""
     methods = parse_list(args.methods, "--methods", example="grad_cam,gradient")
-    path = compare_run(args.run_dir, methods, threshold=args.threshold, absolute=not args.signed)
+    path = compare(args.run_dir, methods, threshold=args.threshold, absolute=not args.signed)
     table = pd.read_csv(path, sep="\t")
     first = table[table["map"] == table["map"].iloc[0]]
     print(f"Dice of the {first['map'].iloc[0]} maps ({args.threshold}):")

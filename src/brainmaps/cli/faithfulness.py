@@ -7,7 +7,7 @@ import argparse
 import pandas as pd
 
 from brainmaps.analysis.faithfulness import FILLS
-from brainmaps.training.reevaluate import faithfulness_run
+from brainmaps.steps.faithfulness import faithfulness_run
 from brainmaps.validation import parse_list
 
 

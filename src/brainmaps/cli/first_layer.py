@@ -8,7 +8,7 @@ import pandas as pd
 
 from brainmaps.analysis.group_stats import TESTS
 from brainmaps.run.layout import RunLayout
-from brainmaps.training.features import STAGES, first_layer_run
+from brainmaps.steps.first_layer import STAGES, first_layer_run
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -6,7 +6,7 @@ import argparse
 
 import pandas as pd
 
-from brainmaps.analysis.localisation import localisation_run
+from brainmaps.steps.localise import localise
 from brainmaps.validation import parse_list
 
 
@@ -30,7 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Execute ``brainmaps localise``."""
     methods = parse_list(args.methods, "--methods", example="grad_cam,gradient")
-    path = localisation_run(
+    path = localise(
         args.run_dir,
         methods,
         truth_img=args.truth,

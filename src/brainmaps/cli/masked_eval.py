@@ -9,7 +9,7 @@ import pandas as pd
 from brainmaps.analysis.maps import list_map_methods
 from brainmaps.cli.faithfulness import split_methods
 from brainmaps.exceptions import ConfigError
-from brainmaps.training.masked_eval import WEIGHTINGS, masked_eval_run
+from brainmaps.steps.masked_eval import WEIGHTINGS, masked_eval_run
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

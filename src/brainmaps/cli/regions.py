@@ -8,8 +8,9 @@ from pathlib import Path
 import pandas as pd
 
 from brainmaps.analysis.builtin_atlases import DEFAULT_ATLAS, list_builtin_atlases
-from brainmaps.analysis.regions import format_top_regions, rank_run_regions
+from brainmaps.analysis.regions import format_top_regions
 from brainmaps.exceptions import ConfigError
+from brainmaps.steps.regions import regions
 from brainmaps.validation import check_int, parse_list
 
 
@@ -78,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     check_int("top", args.top, min=1, flag="--top")
     atlas = _atlas_argument(args)
     methods = parse_list(args.methods, "--methods", example="grad_cam,gradient")
-    path = rank_run_regions(
+    path = regions(
         args.run_dir,
         atlas=atlas,
         labels=args.labels,

@@ -13,42 +13,20 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from brainmaps.analysis.builtin_atlases import get_atlas
-from brainmaps.analysis.localisation import localisation_run
-from brainmaps.analysis.maps import ground_truth_mask, list_map_methods
-from brainmaps.analysis.overlap import compare_run
-from brainmaps.analysis.regions import rank_run_regions
+from brainmaps.analysis.maps import list_map_methods
 from brainmaps.exceptions import ConfigError
-from brainmaps.run.folder import RunFolder, open_run
+from brainmaps.run.folder import open_run
+from brainmaps.steps import get_step, list_steps
 
 __all__ = ["STEPS", "analyse_run"]
 
-#: Analysis steps in the order they run.
-STEPS = ("compare", "localise", "regions", "faithfulness", "masked_eval", "first_layer")
+#: Analysis steps in the order they run (the registry of :mod:`brainmaps.steps`).
+STEPS = tuple(list_steps())
 
 
 def _newest(paths: Sequence[Path]) -> float:
     times = [p.stat().st_mtime for p in paths if p.exists()]
     return max(times, default=0.0)
-
-
-def _inputs(run: RunFolder, step: str) -> list[Path]:
-    """Files whose change makes a step's table stale."""
-    if step == "first_layer":
-        return run.checkpoints()
-    return [run.layout.maps_manifest(m) for m in list_map_methods(run)]
-
-
-def _skip_reason(run: RunFolder, step: str, methods: list[str]) -> str | None:
-    needs_maps = step not in ("first_layer",)
-    if needs_maps and not methods:
-        return f"no maps; run 'brainmaps explain {run.path}' first"
-    if step == "compare" and len(methods) < 2:
-        return "needs maps of at least two methods"
-    if step == "localise" and ground_truth_mask(run) is None:
-        return "no ground-truth mask (not a synthetic cohort)"
-    if step in ("masked_eval", "first_layer") and not run.task.is_classification:
-        return "classification runs only"
-    return None
 
 
 def analyse_run(
@@ -103,58 +81,23 @@ def analyse_run(
         raise ConfigError(f"unknown analysis steps {unknown}; choose from {', '.join(STEPS)}.")
     run = open_run(run_dir)
     methods = list(methods) if methods else list_map_methods(run)
-    atlas_obj = get_atlas(atlas, labels) if "regions" in steps else None
-    runners: dict[str, Callable[[], Path]] = {
-        "compare": lambda: compare_run(run, methods),
-        "localise": lambda: localisation_run(run, methods),
-        "regions": lambda: rank_run_regions(run.path, atlas=atlas_obj, methods=methods),
-        "faithfulness": lambda: _faithfulness(
-            run, methods, faithfulness_subjects, device, progress
-        ),
-        "masked_eval": lambda: _masked_eval(run, methods, device, progress),
-        "first_layer": lambda: _first_layer(run, device, progress),
-    }
-    tables = {  # the analysis table each step writes
-        "compare": "overlap",
-        "localise": "localisation",
-        "regions": f"regions_{atlas_obj.name}" if atlas_obj else "",
-        "faithfulness": "faithfulness",
-        "masked_eval": "masked_eval",
-        "first_layer": "first_layer",
+    options = {
+        "atlas": get_atlas(atlas, labels) if "regions" in steps else None,
+        "faithfulness_subjects": faithfulness_subjects,
+        "device": device,
+        "progress": progress,
     }
     done: dict[str, str] = {}
-    for step in steps:
-        reason = _skip_reason(run, step, methods)
-        out = run.layout.analysis(tables[step])
+    for name in steps:
+        step = get_step(name)
+        reason = step.skip(run, methods, options)
+        out = step.output(run, options) if not reason else None
         if reason:
-            done[step] = f"skipped: {reason}"
-        elif not overwrite and out.is_file() and out.stat().st_mtime >= _newest(_inputs(run, step)):
-            done[step] = f"current {out}"
+            done[name] = f"skipped: {reason}"
+        elif not overwrite and out.is_file() and out.stat().st_mtime >= _newest(step.inputs(run)):
+            done[name] = f"current {out}"
         else:
-            done[step] = f"written {runners[step]()}"
+            done[name] = f"written {step.run(run, methods, options)}"
         if log:
-            log(f"{step}: {done[step]}")
+            log(f"{name}: {done[name]}")
     return done
-
-
-def _faithfulness(run, methods, n_subjects, device, progress) -> Path:
-    from brainmaps.training.reevaluate import faithfulness_run
-
-    return faithfulness_run(
-        run.path, methods, n_subjects=n_subjects, device=device, progress=progress
-    )
-
-
-def _masked_eval(run, methods, device, progress) -> Path:
-    from brainmaps.training.masked_eval import masked_eval_run
-
-    path = None
-    for method in methods:
-        path = masked_eval_run(run.path, method, device=device, progress=progress)
-    return path
-
-
-def _first_layer(run, device, progress) -> Path:
-    from brainmaps.training.features import first_layer_run
-
-    return first_layer_run(run.path, device=device, progress=progress)

@@ -25,6 +25,7 @@ from brainmaps.analysis.maps import as_img, class_mean_maps, list_map_methods, r
 from brainmaps.exceptions import BrainmapsError, BrainmapsWarning
 from brainmaps.reports import figures
 from brainmaps.run.folder import RunFolder, open_run
+from brainmaps.steps import get_step, list_steps
 
 __all__ = ["SECTIONS", "collect_sections", "dice_matrix", "mean_std_table"]
 
@@ -401,17 +402,17 @@ def _files(run: RunFolder) -> list[dict]:
     return [block("note", f"Relative to {run.path.resolve()}."), block("list", items)]
 
 
-#: (id, title, builder, command that computes the inputs) in report order.
+#: (id, title, builder, the step that computes the inputs or the command) in report order.
 SECTIONS: tuple[tuple[str, str, Callable, str], ...] = (
     ("summary", "Summary", _summary, "brainmaps train"),
     ("performance", "Performance", _performance, "brainmaps train"),
     ("maps", "Attribution maps", _maps, "brainmaps explain"),
-    ("overlap", "Overlap between methods", _overlap, "brainmaps compare"),
-    ("regions", "Atlas regions", _regions, "brainmaps regions"),
-    ("localisation", "Localisation of the planted effect", _localisation, "brainmaps localise"),
-    ("faithfulness", "Faithfulness", _faithfulness, "brainmaps faithfulness"),
-    ("masked_eval", "Mask-restricted re-evaluation", _masked_eval, "brainmaps masked-eval"),
-    ("first_layer", "First-layer statistics", _first_layer, "brainmaps first-layer"),
+    ("overlap", "Overlap between methods", _overlap, "compare"),
+    ("regions", "Atlas regions", _regions, "regions"),
+    ("localisation", "Localisation of the planted effect", _localisation, "localise"),
+    ("faithfulness", "Faithfulness", _faithfulness, "faithfulness"),
+    ("masked_eval", "Mask-restricted re-evaluation", _masked_eval, "masked_eval"),
+    ("first_layer", "First-layer statistics", _first_layer, "first_layer"),
     ("files", "Files", _files, "brainmaps train"),
 )
 
@@ -441,7 +442,9 @@ def collect_sections(run: str | os.PathLike | RunFolder) -> list[dict]:
     """
     run = run if isinstance(run, RunFolder) else open_run(run)
     out = []
-    for number, (key, title, builder, command) in enumerate(SECTIONS, start=1):
+    steps = set(list_steps())
+    for number, (key, title, builder, source) in enumerate(SECTIONS, start=1):
+        command = get_step(source).command if source in steps else source
         blocks = _build(builder, run, title)
         missing = None if blocks else f"Not computed — run `{command} {run.path}`."
         out.append(

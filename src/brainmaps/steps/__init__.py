@@ -1,11 +1,28 @@
-"""Steps run on a run folder: each records which options made its outputs.
+"""Steps run on a run folder: each described once and recorded with its options.
 
-A step reads what earlier stages wrote, holds the run folder's lock while it writes, and
-records its resolved options in ``stages/<stage>.yaml`` (see :mod:`brainmaps.run.stages`),
-so running it again with the same options resumes, and with other options either
-recomputes (``overwrite=True``) or refuses with a message naming what changed.
+``explain`` computes the maps; the analysis steps (``compare``, ``localise``,
+``regions``, ``faithfulness``, ``masked_eval``, ``first_layer``) are registered
+:class:`~brainmaps.steps.base.Step` objects, in the order :func:`list_steps` gives, which
+``brainmaps report`` and :func:`brainmaps.reports.analyse.analyse_run` iterate. Each
+writes ``stages/<name>.yaml`` with the options that made its outputs (see
+:mod:`brainmaps.run.stages`).
 """
 
+from brainmaps.steps import compare, faithfulness, first_layer, localise, masked_eval, regions
+from brainmaps.steps.base import Step, get_step, list_steps, register_step, run_step
 from brainmaps.steps.explain import explain
 
-__all__ = ["explain"]
+__all__ = [
+    "Step",
+    "compare",
+    "explain",
+    "faithfulness",
+    "first_layer",
+    "get_step",
+    "list_steps",
+    "localise",
+    "masked_eval",
+    "regions",
+    "register_step",
+    "run_step",
+]

@@ -17,8 +17,8 @@ from brainmaps.cli import masked_eval as cli_masked_eval
 from brainmaps.exceptions import ConfigError, DataLeakageError
 from brainmaps.models.checkpoints import model_from_checkpoint
 from brainmaps.run.folder import open_run
-from brainmaps.training.masked_eval import mask_weights, masked_eval, masked_eval_run
-from brainmaps.training.reevaluate import faithfulness_run, fold_predictor
+from brainmaps.steps.faithfulness import faithfulness_run, fold_predictor
+from brainmaps.steps.masked_eval import mask_weights, masked_eval, masked_eval_run
 
 COLUMNS = [
     "method", "mask", "weighting", "fold", "n_test", "accuracy", "balanced_accuracy",

@@ -19,7 +19,8 @@ from brainmaps.analysis.overlap import binarize
 from brainmaps.evaluation.metrics import classification_metrics, summarize_folds
 from brainmaps.exceptions import ConfigError, ShapeError
 from brainmaps.run.folder import RunFolder, open_run
-from brainmaps.training.reevaluate import _fold_predictors, _load, _manifest, _write_tsv
+from brainmaps.steps.base import Step, needs_maps, record_stage, register_step
+from brainmaps.steps.faithfulness import _fold_predictors, _load, _manifest, _write_tsv
 
 __all__ = ["WEIGHTINGS", "mask_weights", "masked_eval", "masked_eval_run"]
 
@@ -242,4 +243,39 @@ def masked_eval_run(
         )
         table = pd.concat([old[~same], table], ignore_index=True)
     _write_tsv(table, out)
+    means = "fold" if fold_means else "pooled"
+    record_stage(
+        run, f"masked_eval-{method}-{weighting}-{means}", method=method, weighting=weighting,
+        threshold=threshold, fold_means=fold_means,
+    )  # fmt: skip
     return out
+
+
+def _compute(run: RunFolder, methods: list[str], options: dict) -> Path:
+    path = None
+    for method in methods:
+        path = masked_eval_run(
+            run,
+            method,
+            device=options.get("device", "auto"),
+            progress=options.get("progress", True),
+        )
+    return path
+
+
+def _skip(run: RunFolder, methods: list[str], options: dict) -> str | None:
+    if not run.task.is_classification:
+        return "classification runs only"
+    return needs_maps(run, methods, options)
+
+
+STEP = register_step(
+    Step(
+        name="masked_eval",
+        order=50,
+        command="brainmaps masked-eval",
+        output=lambda run, options: run.layout.analysis("masked_eval"),
+        compute=_compute,
+        skip=_skip,
+    )
+)

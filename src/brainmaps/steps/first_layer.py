@@ -49,6 +49,7 @@ from brainmaps.models.checkpoints import model_from_checkpoint
 from brainmaps.models.device import resolve_device
 from brainmaps.models.tracing import ACTIVATIONS, receptive_field
 from brainmaps.run.folder import RunFolder, open_run
+from brainmaps.steps.base import Step, record_stage, register_step
 from brainmaps.utils import atomic_path
 
 __all__ = [
@@ -431,4 +432,27 @@ def first_layer_run(
     out = run.layout.analysis("first_layer")
     _write_tsv(table, out)
     _write_tsv(_summary(table, run.classes), run.layout.analysis("first_layer_summary"))
+    record_stage(
+        run, "first_layer", test=test, alpha=alpha, stage=stage, n_bins=n_bins,
+        subjects=subjects,
+    )  # fmt: skip
     return out
+
+
+def _skip(run: RunFolder, methods: list[str], options: dict) -> str | None:
+    return None if run.task.is_classification else "classification runs only"
+
+
+STEP = register_step(
+    Step(
+        name="first_layer",
+        order=60,
+        command="brainmaps first-layer",
+        output=lambda run, options: run.layout.analysis("first_layer"),
+        compute=lambda run, methods, options: first_layer_run(
+            run, device=options.get("device", "auto"), progress=options.get("progress", True)
+        ),
+        skip=_skip,
+        inputs=lambda run: run.checkpoints(),
+    )
+)

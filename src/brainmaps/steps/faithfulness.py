@@ -4,7 +4,7 @@ Out-of-fold: every subject goes only through the model of the fold
 in which it was a test subject. The torch side is here (loading the fold models and
 turning them into NumPy ``predict`` callables); the curves and areas are computed by
 the torch-free :mod:`brainmaps.analysis.faithfulness`. The mask-restricted
-re-evaluation is in :mod:`brainmaps.training.masked_eval`.
+re-evaluation is in :mod:`brainmaps.steps.masked_eval`.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from brainmaps.models.checkpoints import model_from_checkpoint
 from brainmaps.models.device import resolve_device
 from brainmaps.models.predict import predictor
 from brainmaps.run.folder import RunFolder, open_run
+from brainmaps.steps.base import Step, record_stage, register_step
 from brainmaps.utils import atomic_path
 
 __all__ = ["faithfulness_run", "fold_predictor"]
@@ -201,7 +202,12 @@ def faithfulness_run(
                 curves.setdefault((m, mode), []).append(p)
             bar.update(1)
     bar.close()
-    return _write_faithfulness(run, curves, fractions, fill)
+    out = _write_faithfulness(run, curves, fractions, fill)
+    record_stage(
+        run, "faithfulness", methods=methods, n_subjects=n_subjects, fill=fill, steps=steps,
+        sigma_mm=sigma_mm, random_state=random_state,
+    )  # fmt: skip
+    return out
 
 
 def _subject_curves(predict, x: np.ndarray, maps: dict, opts: dict) -> dict:
@@ -233,3 +239,20 @@ def _write_faithfulness(run: RunFolder, curves: dict, fractions: np.ndarray, fil
 def _write_tsv(table: pd.DataFrame, path: Path) -> None:
     with atomic_path(path) as tmp:
         table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+
+
+STEP = register_step(
+    Step(
+        name="faithfulness",
+        order=40,
+        command="brainmaps faithfulness",
+        output=lambda run, options: run.layout.analysis("faithfulness"),
+        compute=lambda run, methods, options: faithfulness_run(
+            run,
+            methods,
+            n_subjects=options.get("faithfulness_subjects", 40),
+            device=options.get("device", "auto"),
+            progress=options.get("progress", True),
+        ),
+    )
+)

@@ -18,7 +18,7 @@ from brainmaps.cli import first_layer as cli
 from brainmaps.exceptions import ConfigError, ShapeError
 from brainmaps.models import create_model
 from brainmaps.run.folder import open_run
-from brainmaps.training.features import (
+from brainmaps.steps.first_layer import (
     feature_mask,
     first_layer,
     first_layer_activations,
