@@ -34,6 +34,7 @@ from brainmaps.baselines.voxels import (
 from brainmaps.data.preprocess import mni_brain_mask
 from brainmaps.exceptions import BrainmapsWarning, ConfigError
 from brainmaps.run.folder import RunFolder, open_run
+from brainmaps.run.stages import write_stage
 from brainmaps.utils import atomic_path
 
 __all__ = ["ALL_MODELS", "run_baselines"]
@@ -280,4 +281,8 @@ def run_baselines(
     for m in (m for m in models if m in TABULAR_MODELS):
         results[m] = cross_validate_tabular(table, run.labels, splits, m, **common)
     metrics = _write_results(run, results)
+    for m in results:  # the options that made each model's rows
+        options = {"model": m, "features": None if features is None else str(features)}
+        options.update(random_state=random_state, inner_folds=inner_folds)
+        write_stage(run.layout.stage_record(f"baseline-{m}"), f"baseline-{m}", options)
     return _compare(run, metrics)
