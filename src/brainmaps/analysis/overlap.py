@@ -45,6 +45,7 @@ __all__ = [
     "jaccard",
     "map_correlation",
     "overlap_matrix",
+    "pair_matrix",
 ]
 
 #: Kan et al. (2020): Meaningful Perturbations and Grad-CAM maps binarised at 0.65 after
@@ -405,3 +406,33 @@ def compare_run(
     with atomic_path(out) as tmp:
         pd.concat(tables, ignore_index=True).to_csv(tmp, sep="\t", index=False)
     return out
+
+
+def pair_matrix(overlap: pd.DataFrame, map_name: str, value: str = "dice") -> pd.DataFrame:
+    """The symmetric method x method matrix of one map from ``overlap.tsv`` rows.
+
+    Parameters
+    ----------
+    overlap : pandas.DataFrame
+        Rows ``map, method_a, method_b, <value>`` (one per unordered pair; a == b rows are
+        allowed but not needed).
+    map_name : str
+        Which map (``"conjoined"``, a class name).
+    value : str
+        The column to put in the matrix.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Square, symmetric, methods in order of appearance, 1 on the diagonal, NaN for
+        pairs that are not in the table.
+    """
+    rows = overlap[overlap["map"].astype(str) == map_name]
+    methods = list(dict.fromkeys([*rows["method_a"].astype(str), *rows["method_b"].astype(str)]))
+    index = {m: i for i, m in enumerate(methods)}
+    values = np.full((len(methods), len(methods)), np.nan)
+    for a, b, v in zip(rows["method_a"], rows["method_b"], rows[value], strict=True):
+        i, j = index[str(a)], index[str(b)]
+        values[i, j] = values[j, i] = float(v)
+    np.fill_diagonal(values, 1.0)
+    return pd.DataFrame(values, index=methods, columns=methods)

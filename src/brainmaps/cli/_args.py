@@ -8,7 +8,7 @@ from typing import Any
 
 from brainmaps.exceptions import BrainmapsError
 
-__all__ = ["argument_type"]
+__all__ = ["add_progress_flag", "argument_type"]
 
 
 def argument_type(func: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -37,3 +37,11 @@ def argument_type(func: Callable[[str], Any]) -> Callable[[str], Any]:
 
     convert.__name__ = getattr(func, "__name__", "value")
     return convert
+
+
+def add_progress_flag(parser: argparse.ArgumentParser) -> None:
+    """``--no-progress`` (alias ``--quiet``): the one way every command hides its bars."""
+    parser.add_argument(
+        "--no-progress", "--quiet", dest="no_progress", action="store_true",
+        help="hide progress bars",
+    )  # fmt: skip

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from brainmaps.baselines.compare import format_comparison
 from brainmaps.baselines.run import ALL_MODELS, run_baselines
+from brainmaps.cli._args import add_progress_flag
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -34,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-jobs", type=int, default=1, help="parallel grid-search fits (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of inner folds and XGBoost")
     p.add_argument("--inner-folds", type=int, default=5, help="inner grid-search folds (5)")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_progress_flag(p)
     p.set_defaults(run=run)
 
 

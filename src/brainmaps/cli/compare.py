@@ -6,6 +6,7 @@ import argparse
 
 import pandas as pd
 
+from brainmaps.analysis.overlap import pair_matrix
 from brainmaps.steps.compare import compare
 from brainmaps.validation import parse_list
 
@@ -36,15 +37,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def _matrix(table: pd.DataFrame, value: str) -> pd.DataFrame:
-    methods = list(dict.fromkeys([*table["method_a"], *table["method_b"]]))
-    matrix = pd.DataFrame(1.0, index=methods, columns=methods)
-    for row in table.itertuples():
-        matrix.loc[row.method_a, row.method_b] = getattr(row, value)
-        matrix.loc[row.method_b, row.method_a] = getattr(row, value)
-    return matrix
-
-
 def run(args: argparse.Namespace) -> int:
     """Execute ``brainmaps compare``."""
     methods = parse_list(args.methods, "--methods", example="grad_cam,gradient")
@@ -52,6 +44,6 @@ def run(args: argparse.Namespace) -> int:
     table = pd.read_csv(path, sep="\t")
     first = table[table["map"] == table["map"].iloc[0]]
     print(f"Dice of the {first['map'].iloc[0]} maps ({args.threshold}):")
-    print(_matrix(first, "dice").round(3).to_string())
+    print(pair_matrix(table, first["map"].iloc[0]).round(3).to_string())
     print(f"overlap written to {path}")
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from brainmaps.cli._args import argument_type
+from brainmaps.cli._args import add_progress_flag, argument_type
 from brainmaps.data.preprocess import parse_grid
 from brainmaps.demo import DemoSettings, run_demo
 from brainmaps.evaluation.metrics import format_metrics_table
@@ -39,7 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--no-maps", action="store_true", help="skip the attribution maps (training only)"
     )
     p.add_argument("--no-report", action="store_true", help="skip the analyses and the HTML report")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_progress_flag(p)
     p.set_defaults(run=run)
 
 

@@ -8,6 +8,7 @@ import yaml
 
 from brainmaps.attribution import list_methods
 from brainmaps.attribution.cohort import occlusion_cohort_map
+from brainmaps.cli._args import add_progress_flag
 from brainmaps.exceptions import ConfigError
 from brainmaps.run.layout import RunLayout
 from brainmaps.steps import explain
@@ -71,7 +72,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="recompute a method's maps that were made with other options (target, layer, "
         "--set, sample); without it such a call is refused",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_progress_flag(p)
     p.set_defaults(run=run)
 
 
@@ -118,13 +119,13 @@ def run(args: argparse.Namespace) -> int:
         native_space=args.native_space,
         subjects_per_fold=args.subjects_per_fold,
         overwrite=args.overwrite,
-        progress=not args.quiet,
+        progress=not args.no_progress,
     )
     if args.occlusion_cohort:
         occ = {k: v for k, v in parse_options(args.set).get("occlusion", {}).items()}
         keep = {k: occ[k] for k in ("window_mm", "stride_mm", "fill") if k in occ}
         path = occlusion_cohort_map(
-            args.run_dir, device=args.device, progress=not args.quiet, **keep
+            args.run_dir, device=args.device, progress=not args.no_progress, **keep
         )
         print(f"cohort occlusion map: {path}")
     for name, table in tables.items():

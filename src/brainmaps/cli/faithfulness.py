@@ -7,6 +7,7 @@ import argparse
 import pandas as pd
 
 from brainmaps.analysis.faithfulness import FILLS
+from brainmaps.cli._args import add_progress_flag
 from brainmaps.steps.faithfulness import faithfulness_run
 from brainmaps.validation import parse_list
 
@@ -34,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the subset and random maps")
     p.add_argument("--batch-size", type=int, default=32, help="volumes per forward pass")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_progress_flag(p)
     p.set_defaults(run=run)
 
 
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         random_state=args.seed,
         device=args.device,
         batch_size=args.batch_size,
-        progress=not args.quiet,
+        progress=not args.no_progress,
     )
     table = pd.read_csv(path, sep="\t")
     wide = table.pivot(index="method", columns="mode", values="auc")

@@ -7,6 +7,7 @@ import argparse
 import pandas as pd
 
 from brainmaps.analysis.group_stats import TESTS
+from brainmaps.cli._args import add_progress_flag
 from brainmaps.run.layout import RunLayout
 from brainmaps.steps.first_layer import STAGES, first_layer_run
 
@@ -40,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--batch-size", type=int, default=8, help="volumes per forward pass (8)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (auto)")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_progress_flag(p)
     p.set_defaults(run=run)
 
 

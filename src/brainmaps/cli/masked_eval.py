@@ -6,10 +6,9 @@ import argparse
 
 import pandas as pd
 
-from brainmaps.analysis.maps import list_map_methods
+from brainmaps.cli._args import add_progress_flag
 from brainmaps.cli.faithfulness import split_methods
-from brainmaps.exceptions import ConfigError
-from brainmaps.steps.masked_eval import WEIGHTINGS, masked_eval_run
+from brainmaps.steps.masked_eval import WEIGHTINGS, masked_eval_methods
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -44,7 +43,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--batch-size", type=int, default=16, help="volumes per forward pass")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_progress_flag(p)
     p.set_defaults(run=run)
 
 
@@ -57,23 +56,16 @@ def _threshold(text: str) -> str | float:
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``brainmaps masked-eval``."""
-    methods = split_methods(args.methods) or list_map_methods(args.run_dir)
-    if not methods:
-        raise ConfigError(f"no maps in {args.run_dir}/maps; run 'brainmaps explain' first.")
-    weightings = list(WEIGHTINGS) if args.weighting == "both" else [args.weighting]
-    path = None
-    for method in methods:
-        for weighting in weightings:
-            path = masked_eval_run(
-                args.run_dir,
-                method,
-                weighting=weighting,
-                threshold=_threshold(args.threshold),
-                fold_means=not args.pooled_means,
-                device=args.device,
-                batch_size=args.batch_size,
-                progress=not args.quiet,
-            )
+    path = masked_eval_methods(
+        args.run_dir,
+        split_methods(args.methods),
+        weighting=args.weighting,
+        threshold=_threshold(args.threshold),
+        fold_means=not args.pooled_means,
+        device=args.device,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+    )
     table = pd.read_csv(path, sep="\t", dtype={"fold": str})
     mean = table[table["fold"] == "mean"].set_index(["method", "weighting", "means", "mask"])
     std = table[table["fold"] == "std"].set_index(["method", "weighting", "means", "mask"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from brainmaps.baselines.morphometry import run_morphometry
+from brainmaps.cli._args import add_progress_flag
 from brainmaps.validation import check_output_file
 
 
@@ -52,7 +53,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="tissue threshold: a number or 'otsu' (default: otsu for intensities, none "
         "(weighted) for --segmentation)",
     )
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_progress_flag(p)
     p.set_defaults(run=run)
 
 

@@ -1,9 +1,15 @@
-"""``brainmaps predict RUN SCAN [SCAN ...]``: apply a run's fold ensemble to new scans."""
+"""``brainmaps predict RUN SCAN [SCAN ...]``: apply a run's fold ensemble to new scans.
+
+For a run with several input channels each SCAN is the subject's files joined by commas,
+in the run's channel order (``a_gm.nii.gz,a_wm.nii.gz``).
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 
+from brainmaps.data.channels import SEPARATOR
 from brainmaps.training.ensembles import predict_run
 from brainmaps.utils import atomic_path
 from brainmaps.validation import check_output_file
@@ -18,7 +24,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "of its fold models. Writes a TSV of class probabilities (or predicted values).",
     )
     p.add_argument("run_dir", help="run folder written by 'brainmaps train'")
-    p.add_argument("images", nargs="+", help="NIfTI files")
+    p.add_argument(
+        "images",
+        nargs="+",
+        help="NIfTI files, one per subject; for a run with several input channels, each "
+        "subject's files joined by commas in the run's channel order (a_gm.nii.gz,a_wm.nii.gz)",
+    )
     p.add_argument("--out", help="TSV to write (default: print to stdout)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--batch-size", type=int, default=4, help="volumes per forward pass")
@@ -29,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     """Execute ``brainmaps predict``."""
     if args.out:
         check_output_file(args.out, "--out")
-    table = predict_run(args.run_dir, args.images, device=args.device, batch_size=args.batch_size)
+    images = [_subject(arg) for arg in args.images]
+    table = predict_run(args.run_dir, images, device=args.device, batch_size=args.batch_size)
     if args.out:
         with atomic_path(args.out) as tmp:
             table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
@@ -37,3 +49,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(table.to_csv(sep="\t", index=False, float_format="%.4f"), end="")
     return 0
+
+
+def _subject(arg: str) -> str | tuple[str, ...]:
+    """One subject's files: a comma-joined list (unless a file has that very name)."""
+    if SEPARATOR in arg and not os.path.exists(arg):
+        return tuple(arg.split(SEPARATOR))
+    return arg

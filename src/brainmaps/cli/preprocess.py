@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from brainmaps.cli._args import argument_type
+from brainmaps.cli._args import add_progress_flag, argument_type
 from brainmaps.data.pipeline import output_grid, preprocess_cohort
 from brainmaps.validation import check_output_dir
 
@@ -36,7 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--suffix", default="T1w", help="BIDS image suffix (default T1w)")
     p.add_argument("--subject-col", help="subject column of a table")
     p.add_argument("--path-col", help="image path column of a table")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_progress_flag(p)
     p.set_defaults(run=run)
 
 

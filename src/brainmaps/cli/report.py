@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from brainmaps.cli._args import add_progress_flag
 from brainmaps.reports.analyse import STEPS, analyse_run
 from brainmaps.reports.html import build_report
 from brainmaps.validation import check_output_file, parse_list
@@ -45,7 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="subjects whose maps get deletion/insertion curves (default 40)",
     )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_progress_flag(p)
     p.set_defaults(run=run)
 
 
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
             labels=args.labels,
             faithfulness_subjects=args.faithfulness_subjects,
             device=args.device,
-            progress=not args.quiet,
+            progress=not args.no_progress,
         )
     path = build_report(args.run_dir, out=args.out)
     size = path.stat().st_size / 1e6

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from brainmaps.cli._args import add_progress_flag
 from brainmaps.data.synthetic import (
     PRESET_DIFFICULTY,
     SYNTH_PRESETS,
@@ -59,7 +60,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sites", type=int, default=None, help="number of acquisition sites")
     p.add_argument("--voxel-size", type=float, default=None, help="voxel size in mm (default 2)")
     p.add_argument("--n-jobs", type=int, default=1, help="parallel jobs")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_progress_flag(p)
     p.set_defaults(run=run)
 
 

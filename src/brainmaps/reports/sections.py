@@ -22,6 +22,7 @@ import pandas as pd
 
 from brainmaps import __version__
 from brainmaps.analysis.maps import as_img, class_mean_maps, list_map_methods, run_brain_mask
+from brainmaps.analysis.overlap import pair_matrix as dice_matrix
 from brainmaps.exceptions import BrainmapsError, BrainmapsWarning
 from brainmaps.reports import figures
 from brainmaps.run.folder import RunFolder, open_run
@@ -120,36 +121,6 @@ def mean_std_table(df: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.
             row[m] = f"{mean:.3f} ± {std:.3f}"
         rows.append(row)
     return pd.DataFrame(rows, columns=keys + metrics)
-
-
-def dice_matrix(overlap: pd.DataFrame, map_name: str, value: str = "dice") -> pd.DataFrame:
-    """The symmetric method x method matrix of one map from ``overlap.tsv`` rows.
-
-    Parameters
-    ----------
-    overlap : pandas.DataFrame
-        Rows ``map, method_a, method_b, <value>`` (one per unordered pair; a == b rows are
-        allowed but not needed).
-    map_name : str
-        Which map (``"conjoined"``, a class name).
-    value : str
-        The column to put in the matrix.
-
-    Returns
-    -------
-    pandas.DataFrame
-        Square, symmetric, methods in order of appearance, 1 on the diagonal, NaN for
-        pairs that are not in the table.
-    """
-    rows = overlap[overlap["map"].astype(str) == map_name]
-    methods = list(dict.fromkeys([*rows["method_a"].astype(str), *rows["method_b"].astype(str)]))
-    index = {m: i for i, m in enumerate(methods)}
-    values = np.full((len(methods), len(methods)), np.nan)
-    for a, b, v in zip(rows["method_a"], rows["method_b"], rows[value], strict=True):
-        i, j = index[str(a)], index[str(b)]
-        values[i, j] = values[j, i] = float(v)
-    np.fill_diagonal(values, 1.0)
-    return pd.DataFrame(values, index=methods, columns=methods)
 
 
 def _summary(run: RunFolder) -> list[dict]:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from brainmaps.analysis.maps import class_mean_maps, run_brain_mask
+from brainmaps.analysis.maps import class_mean_maps, list_map_methods, run_brain_mask
 from brainmaps.analysis.overlap import binarize
 from brainmaps.evaluation.metrics import classification_metrics, summarize_folds
 from brainmaps.exceptions import ConfigError, ShapeError
@@ -251,16 +251,45 @@ def masked_eval_run(
     return out
 
 
-def _compute(run: RunFolder, methods: list[str], options: dict) -> Path:
+def masked_eval_methods(
+    run_dir: str | os.PathLike | RunFolder,
+    methods: Sequence[str] | None = None,
+    *,
+    weighting: str = "continuous",
+    **options,
+) -> Path:
+    """:func:`masked_eval_run` for several methods; ``weighting="both"`` runs each weighting.
+
+    Parameters
+    ----------
+    run_dir : str, os.PathLike or RunFolder
+    methods : sequence of str, optional
+        Default: every method with maps.
+    weighting : {"continuous", "binary", "both"}
+    **options
+        Passed on to :func:`masked_eval_run` (threshold, fold_means, device, ...).
+
+    Returns
+    -------
+    pathlib.Path
+        ``analysis/masked_eval.tsv``.
+    """
+    run = open_run(run_dir)
+    methods = list(methods) if methods else list_map_methods(run)
+    if not methods:
+        raise ConfigError(f"no maps in {run.layout.maps_root}; run 'brainmaps explain' first.")
+    weightings = list(WEIGHTINGS) if weighting == "both" else [weighting]
     path = None
     for method in methods:
-        path = masked_eval_run(
-            run,
-            method,
-            device=options.get("device", "auto"),
-            progress=options.get("progress", True),
-        )
+        for w in weightings:
+            path = masked_eval_run(run, method, weighting=w, **options)
     return path
+
+
+def _compute(run: RunFolder, methods: list[str], options: dict) -> Path:
+    return masked_eval_methods(
+        run, methods, device=options.get("device", "auto"), progress=options.get("progress", True)
+    )
 
 
 def _skip(run: RunFolder, methods: list[str], options: dict) -> str | None:
