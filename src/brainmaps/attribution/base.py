@@ -187,12 +187,20 @@ class AttributionMethod:
     -----
     ``attribute`` returns maps of shape ``(N, X, Y, Z)``: the input's batch and
     spatial size, one value per voxel (methods that give one value per input channel
-    sum over channels). Raw values are returned; no normalisation is applied. The
-    model's train/eval mode and parameters are left as they were; every hook is removed
-    even if the method fails.
+    sum over channels). Methods with :attr:`channel_maps` set (the gradient-type ones)
+    can instead keep one map per input channel, ``(N, C, X, Y, Z)``, with
+    ``attribute(..., keep_channels=True)``; their sum over channels is the default map.
+    Raw values are returned; no normalisation is applied. The model's train/eval mode
+    and parameters are left as they were; every hook is removed even if the method
+    fails.
     """
 
     name: ClassVar[str] = ""
+    #: Whether ``attribute(..., keep_channels=True)`` gives one map per input channel.
+    #: Methods whose maps live on a layer's feature maps (Grad-CAM, CAM) or that perturb
+    #: every channel at once (occlusion, Meaningful Perturbations) have none.
+    channel_maps: ClassVar[bool] = False
+    _keep_channels: bool = False
 
     def __init__(self, model: nn.Module, **options: Any) -> None:
         if not isinstance(model, nn.Module):
@@ -213,6 +221,7 @@ class AttributionMethod:
         target: Target = "predicted",
         *,
         labels: torch.Tensor | Sequence[int] | None = None,
+        keep_channels: bool = False,
     ) -> torch.Tensor:
         """Attribute the ``target`` output of each input to its voxels.
 
@@ -227,20 +236,41 @@ class AttributionMethod:
             models (one output) always explain that output.
         labels : sequence of int or torch.Tensor, optional
             True class per sample, for ``target="true"``.
+        keep_channels : bool
+            Return one map per input channel instead of their sum (only methods with
+            :attr:`channel_maps`).
 
         Returns
         -------
         torch.Tensor
-            ``(N, X, Y, Z)`` float maps on the input's device, detached.
+            ``(N, X, Y, Z)`` float maps on the input's device, detached; ``(N, C, X, Y,
+            Z)`` with ``keep_channels``.
+
+        Raises
+        ------
+        ConfigError
+            ``keep_channels`` for a method without per-channel maps.
         """
+        if not isinstance(keep_channels, bool):
+            raise ConfigError(f"keep_channels must be true or false, got {keep_channels!r}.")
+        if keep_channels and not self.channel_maps:
+            raise ConfigError(
+                f"{type(self).__name__} has no per-channel maps (its maps are not taken at "
+                "the input channels); call it with keep_channels=False."
+            )
         x = self._check_inputs(inputs)
-        with frozen_eval(self.model):
-            targets = self._resolve_targets(x, target, labels)
-            maps = self._attribute(x, targets)
-        if tuple(maps.shape) != (x.shape[0], *x.shape[2:]):
+        self._keep_channels = keep_channels
+        try:
+            with frozen_eval(self.model):
+                targets = self._resolve_targets(x, target, labels)
+                maps = self._attribute(x, targets)
+        finally:
+            self._keep_channels = False
+        expected = (x.shape[0], *x.shape[1 if keep_channels else 2 :])
+        if tuple(maps.shape) != expected:
             raise ShapeError(
                 f"{type(self).__name__} produced maps of shape {tuple(maps.shape)}, expected "
-                f"{(x.shape[0], *x.shape[2:])}; this is a bug, please report it."
+                f"{expected}; this is a bug, please report it."
             )
         return maps.detach()
 
@@ -252,6 +282,20 @@ class AttributionMethod:
         raise NotImplementedError
 
     # -- shared steps --------------------------------------------------------------------
+    def _reduce_channels(self, maps: torch.Tensor, *dims: int) -> torch.Tensor:
+        """Sum ``maps`` over ``dims`` and the channel axis 1 (kept with ``keep_channels``).
+
+        The one channel reduction of the methods with :attr:`channel_maps`: ``maps`` is
+        ``(N, C, ...)`` (or has extra leading axes named in ``dims``, such as the noisy
+        copies of SmoothGrad, given as ``0``).
+        """
+        axes = tuple(dims) if self._keep_channels else (*dims, 1)
+        return maps.sum(dim=axes) if axes else maps
+
+    def _maps_shape(self, x: torch.Tensor) -> tuple[int, ...]:
+        """The shape of the maps of ``x``: ``(N, X, Y, Z)``, or ``(N, C, X, Y, Z)`` kept."""
+        return (x.shape[0], *x.shape[1 if self._keep_channels else 2 :])
+
     def _check_inputs(self, inputs: torch.Tensor) -> torch.Tensor:
         if not isinstance(inputs, torch.Tensor):
             raise ShapeError(

@@ -14,6 +14,11 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from brainmaps.attribution._channel_maps import (
+    map_channels,
+    save_channel_maps,
+    with_channel_maps,
+)
 from brainmaps.attribution.base import create_method, get_method, method_options
 from brainmaps.data.io import load_img, save_img
 from brainmaps.exceptions import ConfigError
@@ -133,6 +138,16 @@ def explain_run(
     subject, fold, true label, explained class, prediction, seconds) are added. A
     subject whose map exists is skipped, so an interrupted call resumes.
 
+    A run with several input channels (:mod:`brainmaps.data.channels`) gets the same
+    summed maps, and, for the methods that can give one map per input channel (those
+    with :attr:`~brainmaps.attribution.base.AttributionMethod.channel_maps`: gradient,
+    guided backprop, SmoothGrad, integrated gradients, LRP), also each channel's maps and
+    class means in ``maps/<method>/channel-<name>/``; their sum over channels is the
+    summed map (up to float rounding for SmoothGrad). Grad-CAM and CAM (maps of a layer's
+    feature maps, which have no input channels) and occlusion and Meaningful
+    Perturbations (which perturb every channel at once) write the summed map only.
+    ``native_space`` copies are made of the summed maps only.
+
     Parameters
     ----------
     run_dir : str, os.PathLike or RunFolder
@@ -186,6 +201,8 @@ def explain_run(
     folders = {m: run.layout.maps_dir(m) for m in methods}
     done = {m: _read_manifest(run.layout, m) for m in methods}
     volumes = run.volumes(progress=progress)
+    channels = map_channels(volumes, methods)
+    done = {m: with_channel_maps(run, m, done[m], channels[m]) for m in methods}
     todo = _todo(run, methods, done, subjects_per_fold)
     bar = tqdm(total=sum(len(v) for v in todo.values()), desc="explain", disable=not progress)
     for k in range(run.n_folds):
@@ -195,12 +212,14 @@ def explain_run(
         model.to(dev)
         for start in range(0, len(todo[k]), batch_size):
             batch = todo[k][start : start + batch_size]
-            _explain_batch(run, model, volumes, batch, kwargs, target, folders, done, dev, k)
+            _explain_batch(
+                run, model, volumes, batch, kwargs, target, folders, done, dev, k, channels
+            )
             if native_space:
                 _write_native(run, batch, folders, methods)
             bar.update(len(batch))
     bar.close()
-    return {m: _finish(run, m, done[m]) for m in methods}
+    return {m: _finish(run, m, done[m], channels[m]) for m in methods}
 
 
 def _sample(run: RunFolder, rows: np.ndarray, n: int | None, fold: int) -> np.ndarray:
@@ -239,7 +258,7 @@ def _batch(volumes, rows: Sequence[int]) -> torch.Tensor:
     return torch.stack([items[j] for j in range(len(items))])
 
 
-def _explain_batch(run, model, volumes, batch, kwargs, target, folders, done, dev, fold):
+def _explain_batch(run, model, volumes, batch, kwargs, target, folders, done, dev, fold, channels):
     x = _batch(volumes, batch).to(dev)
     targets = _resolve_targets(run, target, np.asarray(batch))
     if isinstance(targets, torch.Tensor):
@@ -256,13 +275,17 @@ def _explain_batch(run, model, volumes, batch, kwargs, target, folders, done, de
             else targets[pending]
         )
         start = time.perf_counter()
-        maps = create_method(method, model, **opts).attribute(x[pending], target=sub_t)
+        keep = bool(channels[method])
+        explainer = create_method(method, model, **opts)
+        maps = explainer.attribute(x[pending], target=sub_t, keep_channels=keep)
         seconds = (time.perf_counter() - start) / len(pending)
         maps = maps.float().cpu().numpy()
         for j, m in zip(pending, maps, strict=True):
             i = batch[j]
             row = run.table.iloc[i]
             name = _file(run, i)
+            if keep:
+                m = save_channel_maps(run, method, channels[method], row, m)
             save_img(run.grid.to_img(m), folders[method] / name)
             done[method][name] = {
                 "subject": str(row["subject"]),
@@ -308,12 +331,16 @@ def class_means(run: RunFolder, folder: Path, manifest: pd.DataFrame) -> dict[st
     return means
 
 
-def _finish(run: RunFolder, method: str, done: dict) -> pd.DataFrame:
+def _finish(run: RunFolder, method: str, done: dict, channels=()) -> pd.DataFrame:
     manifest = pd.DataFrame(list(done.values()))
     if manifest.empty:
         return manifest
     for group, data in class_means(run, run.layout.maps_dir(method), manifest).items():
         save_img(run.grid.to_img(data), run.layout.group_map(method, group))
+    for channel in channels:
+        folder = run.layout.channel_map_dir(method, channel)
+        for group, data in class_means(run, folder, manifest).items():
+            save_img(run.grid.to_img(data), run.layout.channel_group_map(method, channel, group))
     return manifest.sort_values(["fold", "subject", "session"], kind="stable").reset_index(
         drop=True
     )

@@ -46,11 +46,17 @@ class Gradient(AttributionMethod):
         Return ``|gradient|`` (default, as in Simonyan et al.) instead of the signed
         gradient.
 
+    Notes
+    -----
+    ``attribute(..., keep_channels=True)`` gives one map per input channel.
+
     References
     ----------
     .. [1] K. Simonyan, A. Vedaldi, A. Zisserman, "Deep Inside Convolutional Networks:
        Visualising Image Classification Models and Saliency Maps", ICLR workshop 2014.
     """
+
+    channel_maps = True
 
     def __init__(self, model: nn.Module, *, absolute: bool = True) -> None:
         super().__init__(model)
@@ -58,4 +64,4 @@ class Gradient(AttributionMethod):
 
     def _attribute(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         grad = input_gradients(self, x, targets)
-        return (grad.abs() if self.absolute else grad).sum(dim=1)
+        return self._reduce_channels(grad.abs() if self.absolute else grad)

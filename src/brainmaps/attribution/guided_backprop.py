@@ -27,7 +27,8 @@ class GuidedBackprop(AttributionMethod):
     misses the others); in-place ReLUs are switched to out-of-place for the call and
     restored. ReLUs applied as functions (``torch.relu`` in ``forward``) cannot be
     hooked: write them as modules. The attention map is ``ReLU(gradient)`` summed over
-    input channels, as in Kan et al.
+    input channels, as in Kan et al. (``attribute(..., keep_channels=True)``: one map per
+    input channel).
 
     Parameters
     ----------
@@ -41,6 +42,8 @@ class GuidedBackprop(AttributionMethod):
        AIST 2020.
     """
 
+    channel_maps = True
+
     def _attribute(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         relus = [m for m in self.model.modules() if isinstance(m, nn.ReLU)]
         inplace = [(m, m.inplace) for m in relus]
@@ -53,4 +56,4 @@ class GuidedBackprop(AttributionMethod):
         finally:
             for m, flag in inplace:
                 m.inplace = flag
-        return grad.clamp(min=0).sum(dim=1)
+        return self._reduce_channels(grad.clamp(min=0))

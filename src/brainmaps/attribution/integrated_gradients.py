@@ -24,7 +24,8 @@ class IntegratedGradients(AttributionMethod):
     attributions satisfy completeness: their sum equals ``f(x) - f(b)`` up to the
     quadrature error (tested). Interpolated copies go through the network
     ``batch_size`` at a time, so memory is bounded whatever ``n_steps`` is. Channels are
-    summed; the target output is the logit (regression: the output).
+    summed (``attribute(..., keep_channels=True)``: one map per input channel); the
+    target output is the logit (regression: the output).
 
     Parameters
     ----------
@@ -55,12 +56,14 @@ class IntegratedGradients(AttributionMethod):
             )
         self.baseline = float(baseline)
 
+    channel_maps = True
+
     def _attribute(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         nodes, weights = np.polynomial.legendre.leggauss(self.n_steps)
         alphas = torch.as_tensor((nodes + 1) / 2, dtype=x.dtype, device=x.device)
         weights = torch.as_tensor(weights / 2, dtype=x.dtype, device=x.device)
         base = torch.full_like(x[:1], self.baseline)
-        out = torch.zeros(x.shape[0], *x.shape[2:], dtype=x.dtype, device=x.device)
+        out = torch.zeros(self._maps_shape(x), dtype=x.dtype, device=x.device)
         for i in range(x.shape[0]):
             diff = x[i : i + 1] - base
             integral = torch.zeros_like(diff)
@@ -71,5 +74,5 @@ class IntegratedGradients(AttributionMethod):
                 grad = input_gradients(self, path, targets[i].expand(len(a)))
                 w = weights[start : start + self.batch_size].view(shape)
                 integral += (w * grad).sum(dim=0, keepdim=True)
-            out[i] = (diff * integral).sum(dim=(0, 1))
+            out[i] = self._reduce_channels(diff * integral, 0)
         return out

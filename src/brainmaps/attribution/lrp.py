@@ -40,7 +40,8 @@ class LRP(AttributionMethod):
 
     The relevance of the explained output unit is its logit (for a regression model,
     the output); every other output unit starts at zero. Relevance is redistributed
-    layer by layer down to the input voxels and summed over input channels. Maps are
+    layer by layer down to the input voxels and summed over input channels
+    (``attribute(..., keep_channels=True)``: one map per input channel). Maps are
     raw: positive voxels speak for the target, negative ones against it, and with a
     bias-free network and a small ``epsilon`` they sum to the explained logit
     (conservation); biases absorb the rest otherwise.
@@ -141,6 +142,8 @@ class LRP(AttributionMethod):
         self.bounds = _check_bounds(bounds, self._first_rule)
         self.dtype = _check_dtype(dtype)
 
+    channel_maps = True
+
     def _attribute(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         dtype = self.dtype or x.dtype
         layers, reference = trace_layers(self.model, x[:1], self._forward, dtype)
@@ -154,7 +157,7 @@ class LRP(AttributionMethod):
         for i in range(len(layers) - 1, -1, -1):
             rule = self._first_rule if i == first else self._rule
             relevance = self._propagate(layers[i], activations[i], relevance, rule)
-        return relevance.sum(dim=1)
+        return self._reduce_channels(relevance)
 
     def _propagate(
         self, layer: Layer, a: torch.Tensor, relevance: torch.Tensor, rule: _Rule

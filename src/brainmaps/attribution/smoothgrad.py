@@ -25,7 +25,8 @@ class SmoothGrad(AttributionMethod):
 
     The noise standard deviation is ``noise_level`` times the intensity range
     (max - min) of each input volume, as in Smilkov et al. Copies are processed
-    ``batch_size`` at a time, so memory does not grow with ``n_samples``.
+    ``batch_size`` at a time, so memory does not grow with ``n_samples``. Channels are
+    summed (``attribute(..., keep_channels=True)``: one map per input channel).
 
     Parameters
     ----------
@@ -69,8 +70,10 @@ class SmoothGrad(AttributionMethod):
         self.absolute = check_bool("smoothgrad", "absolute", absolute)
         self.seed = int(seed)
 
+    channel_maps = True
+
     def _attribute(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        total = torch.zeros(x.shape[0], *x.shape[2:], dtype=x.dtype, device=x.device)
+        total = torch.zeros(self._maps_shape(x), dtype=x.dtype, device=x.device)
         for i in range(x.shape[0]):
             # One generator per sample: a sample's map does not depend on its batch.
             gen = torch.Generator(device=x.device).manual_seed(self.seed)
@@ -81,5 +84,5 @@ class SmoothGrad(AttributionMethod):
                 noise = torch.randn((k, *sample.shape[1:]), generator=gen, device=x.device)
                 grad = input_gradients(self, sample + sd * noise, targets[i].expand(k))
                 grad = grad.abs() if self.absolute else grad
-                total[i] += grad.sum(dim=(0, 1))
+                total[i] += self._reduce_channels(grad, 0)
         return total / self.n_samples

@@ -4,7 +4,9 @@ A cohort comes from a table (TSV/CSV with a subject column, an image path column
 the target column) or from a BIDS folder (``participants.tsv`` plus
 ``sub-*/[ses-*/]<datatype>/*_<suffix>.nii[.gz]``). Either way it becomes a
 :class:`Cohort`: one row per scan with the columns ``subject, session, path, label, y,
-site`` followed by the other columns of the source.
+site`` followed by the other columns of the source. Several images per subject
+(channels: ``path_col="path_gm,path_wm"`` or ``suffix="GMD,GMV"``) add ``path_<name>``
+columns after ``path`` (see :mod:`brainmaps.data.channels`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from brainmaps.data import channels as ch
 from brainmaps.data.io import load_img
 from brainmaps.data.labels import (
     MAX_AUTO_CLASSES,
@@ -27,7 +30,7 @@ from brainmaps.data.labels import (
     _resolve_task,
 )
 from brainmaps.data.tables import TABLE_SUFFIXES, read_table
-from brainmaps.exceptions import BrainmapsWarning, CohortError, ConfigError, ImageError
+from brainmaps.exceptions import BrainmapsWarning, CohortError, ConfigError
 from brainmaps.utils import atomic_path
 
 __all__ = ["MAX_AUTO_CLASSES", "TASKS", "Cohort", "load_cohort"]
@@ -61,6 +64,10 @@ class Cohort:
         Class names in index order (``()`` for regression).
     source : str
         The table or BIDS folder it was read from.
+    channels : tuple of str
+        The name of each image of a scan (BIDS suffix, or path column without a leading
+        ``path_``); several channels add a ``path_<name>`` column per channel after the
+        first, whose images are in ``path``. ``()`` or one name: one image per scan.
     """
 
     table: pd.DataFrame
@@ -68,6 +75,7 @@ class Cohort:
     task: str
     classes: tuple[str, ...] = ()
     source: str = ""
+    channels: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.table)
@@ -82,6 +90,10 @@ class Cohort:
         """numpy.ndarray : ``y`` of each scan (int64 classes or float32 values)."""
         dtype = np.int64 if self.task == "classification" else np.float32
         return self.table["y"].to_numpy(dtype=dtype)
+
+    def channel_paths(self) -> list[list[str]]:
+        """The image paths of each channel (in :attr:`channels` order), in table order."""
+        return [self.table[c].tolist() for c in ch.channel_columns(self.channels)]
 
     def class_mapping(self) -> dict[str, int]:
         """Return ``{class name: class index}`` (empty for regression)."""
@@ -114,7 +126,7 @@ def _read_table(path: Path) -> pd.DataFrame:
 
 
 def _columns(frame: pd.DataFrame) -> list[str]:
-    return [c for c in frame.columns if c not in _INTERNAL]
+    return [c for c in frame.columns if c not in _INTERNAL and not str(c).startswith("_path_")]
 
 
 def _pick_column(frame, given, candidates, what, param, source, required=True) -> str | None:
@@ -165,59 +177,40 @@ def _require_values(frame: pd.DataFrame, column: str, what: str, source: Path) -
         )
 
 
-def _from_table(source: Path, subject_col, path_col) -> tuple[pd.DataFrame, set[str]]:
+def _from_table(source: Path, subject_col, path_col, drop_missing=False, notes=None):
     frame = _read_table(source)
     subject_col = _pick_column(frame, subject_col, _SUBJECT_COLS, "subject", "subject_col", source)
-    try:
-        path_col = _pick_column(frame, path_col, _PATH_COLS, "image path", "path_col", source)
-    except CohortError as exc:
-        hint = (
-            " For a BIDS dataset, pass its folder instead."
-            if source.name.startswith("participants")
-            else ""
-        )
-        raise CohortError(f"{exc}{hint}") from None
+    if len(ch.split_list(path_col)) > 1:
+        channels = ch.channel_names(path_col, None)
+        columns = [
+            _pick_column(frame, c, (), "", "path_col", source) for c in ch.split_list(path_col)
+        ]
+    else:
+        try:
+            columns = [_pick_column(frame, path_col, _PATH_COLS, "image path", "path_col", source)]
+        except CohortError as exc:
+            hint = (
+                " For a BIDS dataset, pass its folder instead."
+                if source.name.startswith("participants")
+                else ""
+            )
+            raise CohortError(f"{exc}{hint}") from None
+        channels = (ch.column_channel(columns[0]),)
     frame["_subject"] = _clean(frame[subject_col])
-    frame["_path"] = _clean(frame[path_col])
+    for column, internal in zip(columns, ch._internal(channels), strict=True):
+        frame[internal] = _clean(frame[column])
     _require_values(frame, "_subject", f"subject (column {subject_col!r})", source)
-    _require_values(frame, "_path", f"image path (column {path_col!r})", source)
+    if len(channels) == 1:
+        _require_values(frame, "_path", f"image path (column {columns[0]!r})", source)
     session_col = _add_session(frame, source)
     site_col = _add_site(frame, source)
-    folder = source.parent.absolute()
-    frame["_path"] = [os.path.normpath(folder / os.path.expanduser(p)) for p in frame["_path"]]
-    exists = np.array([os.path.exists(p) for p in frame["_path"]], dtype=bool)
-    if not exists.all():
-        bad = frame.loc[~exists].iloc[0]
-        raise ImageError(
-            f"image file {bad['_path']} (line {bad['_line']} of {source}, subject "
-            f"{bad['_subject']!r}) does not exist; {int((~exists).sum())} of {len(frame)} "
-            f"listed image(s) are missing. Paths are relative to {folder}; fix column "
-            f"{path_col!r}."
-        )
-    return frame, {subject_col, path_col, session_col, site_col}
-
-
-def _discover_bids(root: Path, suffix: str) -> pd.DataFrame:
-    """Find ``sub-*/[ses-*/]<datatype>/sub-*_<suffix>.nii[.gz]``: one image per session."""
-    found: dict[tuple[str, str], list[Path]] = {}
-    ends = (f"_{suffix}.nii", f"_{suffix}.nii.gz")
-    for sub_dir in sorted(p for p in root.glob("sub-*") if p.is_dir()):
-        for file in sorted(sub_dir.glob("*/sub-*")) + sorted(sub_dir.glob("ses-*/*/sub-*")):
-            if not file.name.endswith(ends) or file.parent.name.startswith("ses-"):
-                continue
-            in_session = file.parent.parent != sub_dir
-            session = file.parent.parent.name.removeprefix("ses-") if in_session else ""
-            found.setdefault((sub_dir.name[4:], session), []).append(file)
-    multiple = {k: v for k, v in found.items() if len(v) > 1}
-    if multiple:
-        (sub, ses), files = next(iter(multiple.items()))
-        raise CohortError(
-            f"{len(multiple)} subject/session(s) of {root} have several *_{suffix} images, "
-            f"e.g. sub-{sub}{f' ses-{ses}' if ses else ''}: {_examples(f.name for f in files)}. "
-            "Choose one with --suffix (suffix=...) or list the images in a table."
-        )
-    rows = [(sub, ses, str(files[0])) for (sub, ses), files in found.items()]
-    return pd.DataFrame(rows, columns=["_subject", "_session", "_path"], dtype=object)
+    if len(channels) > 1:
+        fix = "fill in its path columns"
+        frame = ch.drop_incomplete(frame, channels, source, drop_missing, notes, fix)
+    for column, internal in zip(columns, ch._internal(channels), strict=True):
+        ch.check_paths(frame, internal, column, source)
+    frame.attrs["channels"] = channels
+    return frame, {subject_col, *columns, session_col, site_col}
 
 
 def _match_images(frame, images, participants, suffix, drop_missing, notes) -> pd.DataFrame:
@@ -259,9 +252,11 @@ def _from_bids(source, suffix, subject_col, notes, drop_missing):
     frame["_subject"] = _clean(frame[subject_col]).str.removeprefix("sub-")
     _require_values(frame, "_subject", f"participant id (column {subject_col!r})", participants)
     _check_duplicates(frame, participants, "participant")
-    images = _discover_bids(source, suffix)
+    images, channels = ch.bids_images(source, suffix, drop_missing, notes)
+    suffix = "{" + ",".join(channels) + "}" if len(channels) > 1 else suffix
     merged = _match_images(frame, images, participants, suffix, drop_missing, notes)
     site_col = _add_site(merged, participants)
+    merged.attrs["channels"] = channels
     return merged, {subject_col, site_col}
 
 
@@ -297,12 +292,14 @@ def _maybe_numeric(series: pd.Series) -> pd.Series:
         return series
 
 
-def _assemble(frame, consumed, target, label, y) -> pd.DataFrame:
+def _assemble(frame, consumed, target, label, y, channels) -> pd.DataFrame:
+    extra = dict(zip(ch.channel_columns(channels)[1:], ch._internal(channels)[1:], strict=True))
     table = pd.DataFrame(
         {
             "subject": frame["_subject"].astype(str),
             "session": frame["_session"].astype(str),
             "path": frame["_path"].astype(str),
+            **{name: frame[internal].astype(str) for name, internal in extra.items()},
             "label": label,
             "y": y,
             "site": frame["_site"].astype(str),
@@ -310,7 +307,7 @@ def _assemble(frame, consumed, target, label, y) -> pd.DataFrame:
     )
     for column in _columns(frame):
         if column not in consumed and column != target:
-            name = f"{column}_orig" if column in _FIRST else column
+            name = f"{column}_orig" if column in _FIRST or column in extra else column
             table[name] = _maybe_numeric(frame[column]).to_numpy()
     return table.reset_index(drop=True)
 
@@ -342,16 +339,20 @@ def load_cohort(
         Column names in a table; ``None`` picks the first present (any case) of
         participant_id, subject, subject_id, sub, id and of path, image, file,
         filename, t1, nifti. Optional ``session``/``ses`` and ``site`` columns are used.
+        Several image columns, comma-separated (``"path_gm,path_wm"``), make one channel
+        each (:mod:`brainmaps.data.channels`); every row needs an image in each.
     suffix : str
         BIDS image suffix (``"T1w"``, ``"FA"``, ...); any datatype folder is searched.
+        Several, comma-separated (``"T1w,FLAIR"``), make one channel each; every
+        subject/session needs one image of each.
     task : {"auto", "classification", "regression"}
         ``"auto"``: non-numeric labels are classes; numeric labels are classes when
         they are all integers with at most :data:`MAX_AUTO_CLASSES` distinct values,
         otherwise regression. Classes are sorted (numerically for numbers).
     drop_missing : bool
         Drop scans with a missing label (and, for BIDS, participants without an image
-        or images without a participant) with a :class:`BrainmapsWarning` instead of
-        raising.
+        or images without a participant; with several channels, scans that lack the
+        image of a channel) with a :class:`BrainmapsWarning` instead of raising.
     classes : sequence of str, optional
         Class names in index order (implies classification).
     check_images : bool
@@ -364,8 +365,9 @@ def load_cohort(
     Raises
     ------
     CohortError
-        Unknown source, columns, duplicates, missing labels, fewer than two classes or
-        mismatched BIDS subjects. The message lists what was found.
+        Unknown source, columns, duplicates, missing labels, fewer than two classes,
+        mismatched BIDS subjects or a scan without the image of a channel. The message
+        lists what was found.
     ImageError
         A listed image file does not exist (or is invalid, with ``check_images``).
     """
@@ -376,15 +378,18 @@ def load_cohort(
     source = Path(os.path.abspath(os.path.expanduser(source)))
     notes: list[str] = []
     if source.is_dir():
+        ch.check_channel_source(True, path_col, suffix)
         frame, consumed = _from_bids(source, suffix, subject_col, notes, drop_missing)
     elif source.is_file() and source.suffix.lower() in TABLE_SUFFIXES:
-        frame, consumed = _from_table(source, subject_col, path_col)
+        ch.check_channel_source(False, path_col, suffix)
+        frame, consumed = _from_table(source, subject_col, path_col, drop_missing, notes)
     else:
         state = "is not a .tsv/.csv/.txt table" if source.exists() else "does not exist"
         raise CohortError(
             f"cohort source {source} {state}; give a table of subjects, image paths and "
             "labels, or a BIDS folder containing participants.tsv."
         )
+    channels = frame.attrs["channels"]
     _check_target(frame, target, source)
     _check_duplicates(frame, source)
     frame = _missing_labels(frame, target, source, drop_missing, notes)
@@ -396,15 +401,16 @@ def load_cohort(
         label = y = pd.to_numeric(raw).astype(np.float64)
         names = ()
     cohort = Cohort(
-        _assemble(frame, consumed - {None}, target, label, y),
+        _assemble(frame, consumed - {None}, target, label, y, channels),
         target,
         task,
         tuple(names),
         str(source),
+        tuple(channels),
     )
     for note in notes:
         warnings.warn(note, BrainmapsWarning, stacklevel=2)
     if check_images:
-        for path in cohort.table["path"]:
+        for path in (p for paths in cohort.channel_paths() for p in paths):
             load_img(path)
     return cohort

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from brainmaps.data.cache import resolve_cache_dir
+from brainmaps.data.channels import channel_names
 from brainmaps.data.preprocess import PreprocessConfig
 from brainmaps.exceptions import ConfigError
 from brainmaps.utils import atomic_write_text
@@ -61,9 +62,12 @@ class DataConfig:
         Subject column of a table; ``None`` guesses it (see
         :func:`brainmaps.data.cohort.load_cohort`).
     path_col : str or None
-        Image path column of a table; ``None`` guesses it.
+        Image path column of a table; ``None`` guesses it. Several columns,
+        comma-separated (``path_gm,path_wm``), give several input channels per subject
+        (channels ``gm``, ``wm``).
     suffix : str
-        BIDS image suffix (``"T1w"``, ``"FA"``, ...).
+        BIDS image suffix (``"T1w"``, ``"FA"``, ...). Several, comma-separated
+        (``T1w,FLAIR``), give several input channels per subject/session.
     task : {"auto", "classification", "regression"}
         How to treat the target; ``"auto"`` decides from its values.
     drop_missing : bool
@@ -85,6 +89,7 @@ class DataConfig:
             raise ConfigError("data.target is empty; name the label column with --target.")
         if self.task not in _TASKS:
             raise ConfigError(f"data.task must be one of {_TASKS}, got {self.task!r}.")
+        channel_names(self.path_col, self.suffix)  # a bad channel list fails here
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from brainmaps.data.cache import CachedVolumes, cache_volumes
+from brainmaps.data.cache import CachedVolumes
+from brainmaps.data.channels import channel_names
 from brainmaps.data.preprocess import Grid, PreprocessConfig
+from brainmaps.data.stacked import StackedVolumes, cache_channels
 from brainmaps.exceptions import ConfigError
 from brainmaps.run.config import ExecutionConfig, RunConfig
 from brainmaps.run.layout import RunLayout
@@ -131,15 +133,19 @@ class RunFolder:
             )
         return found
 
-    def volumes(self, *, n_jobs: int = 1, progress: bool = False) -> CachedVolumes:
+    def volumes(self, *, n_jobs: int = 1, progress: bool = False) -> CachedVolumes | StackedVolumes:
         """The preprocessed volumes of :attr:`table`, from the run's cache.
 
         Files missing from the cache (a new machine, a cleared cache) are preprocessed
-        again with the run's settings.
+        again with the run's settings. A run with several input channels
+        (``data.path_col`` or ``data.suffix`` lists them) gets a
+        :class:`~brainmaps.data.stacked.StackedVolumes` of ``(C, X, Y, Z)`` volumes.
         """
         cache_dir = self.config.execution.resolved_cache_dir()
-        return cache_volumes(
-            self.table["path"].tolist(),
+        data = self.config.data
+        return cache_channels(
+            self.table,
+            channel_names(data.path_col, data.suffix),
             self.preprocess,
             cache_dir,
             n_jobs=n_jobs,

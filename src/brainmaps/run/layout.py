@@ -17,6 +17,8 @@ No other module spells a run-folder path: writers and readers ask a :class:`RunL
       maps/<method>/sub-<id>[_ses-<s>].nii.gz
       maps/<method>/mean_<group>.nii.gz    class means (mean_conjoined) or mean_all
       maps/<method>/native/       the subject maps in each scan's own space
+      maps/<method>/channel-<name>/sub-<id>[_ses-<s>].nii.gz, mean_<group>.nii.gz
+                                  per input channel (several channels, gradient-type methods)
       maps/occlusion/cohort_accuracy_drop.nii.gz
       analysis/<table>.tsv        overlap, regions_<atlas>, localisation, faithfulness, ...
       baselines/<table>.tsv       metrics, predictions, params, comparison, importances_<m>
@@ -165,6 +167,31 @@ class RunLayout:
     def group_map(self, method: str, group: str) -> Path:
         """``maps/<method>/mean_<group>.nii.gz`` (a class, ``conjoined`` or ``all``)."""
         return self.maps_dir(method) / f"mean_{group}.nii.gz"
+
+    def channel_map_dir(self, method: str, channel: str) -> Path:
+        """``maps/<method>/channel-<name>/``: the maps of one input channel."""
+        return self.maps_dir(method) / f"channel-{channel}"
+
+    def channel_subject_map(
+        self, method: str, channel: str, subject: str, session: str = ""
+    ) -> Path:
+        """``maps/<method>/channel-<name>/sub-<id>[_ses-<session>].nii.gz``."""
+        return self.channel_map_dir(method, channel) / map_filename(subject, session)
+
+    def channel_group_map(self, method: str, channel: str, group: str) -> Path:
+        """``maps/<method>/channel-<name>/mean_<group>.nii.gz``."""
+        return self.channel_map_dir(method, channel) / f"mean_{group}.nii.gz"
+
+    def map_channels(self, method: str) -> list[str]:
+        """The channels with a ``maps/<method>/channel-<name>/`` folder, sorted."""
+        folder = self.maps_dir(method)
+        if not folder.is_dir():
+            return []
+        return sorted(
+            p.name.removeprefix("channel-")
+            for p in folder.iterdir()
+            if p.is_dir() and p.name.startswith("channel-")
+        )
 
     def occlusion_cohort_map(self) -> Path:
         """``maps/occlusion/cohort_accuracy_drop.nii.gz``."""

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from brainmaps.data.channels import channel_columns, channel_names
 from brainmaps.data.preprocess import preprocess_img
 from brainmaps.exceptions import ConfigError
 from brainmaps.models.checkpoints import model_from_checkpoint
@@ -37,9 +38,37 @@ def fold_checkpoints(run_dir: str | os.PathLike | RunFolder) -> list[Path]:
     return paths
 
 
+def _subject_paths(images, channels: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """The images of each subject as a tuple of one path per channel (count checked)."""
+    n = max(len(channels), 1)
+    named = f"{n} channels ({', '.join(channels)})" if channels else "1 channel"
+    subjects = []
+    for i, item in enumerate(images, start=1):
+        paths = (item,) if isinstance(item, str | os.PathLike) else tuple(item)
+        if len(paths) != n:
+            how = (
+                f"give {n} paths per subject, one per channel in this order (CLI: "
+                f"comma-joined, e.g. a_{channels[0]}.nii.gz,a_{channels[1]}.nii.gz)"
+                if channels
+                else "give one path per subject"
+            )
+            raise ConfigError(
+                f"subject {i} has {len(paths)} image(s) but the run has {named}; {how}."
+            )
+        subjects.append(tuple(os.fspath(p) for p in paths))
+    return subjects
+
+
+def _volume(paths: tuple[str, ...], prep) -> np.ndarray:
+    """One subject: ``(X, Y, Z)`` for one channel, ``(C, X, Y, Z)`` for several."""
+    if len(paths) == 1:
+        return preprocess_img(paths[0], prep)
+    return np.stack([preprocess_img(p, prep) for p in paths])
+
+
 def predict_run(
     run_dir: str | os.PathLike,
-    images: Sequence[str | os.PathLike],
+    images: Sequence[str | os.PathLike | Sequence[str | os.PathLike]],
     *,
     device: str = "auto",
     batch_size: int = 4,
@@ -54,8 +83,10 @@ def predict_run(
     ----------
     run_dir : str or os.PathLike
         A folder written by :func:`brainmaps.training.run.train_run`.
-    images : sequence of path-like
-        NIfTI files, in the same space as the training images.
+    images : sequence of path-like, or of tuples of path-like
+        NIfTI files, in the same space as the training images: one per subject, or for
+        a run with several input channels a tuple of one file per channel, in the run's
+        channel order.
     device : {"auto", "cpu", "cuda"}
         Where the models run.
     batch_size : int
@@ -64,15 +95,23 @@ def predict_run(
     Returns
     -------
     pandas.DataFrame
-        One row per image: ``path``, ``p_<class>`` columns and ``predicted`` (class name),
-        or ``prediction`` and ``prediction_std`` for regression, and ``n_models``.
+        One row per subject: ``path`` (the first channel's file; ``path_<name>`` for the
+        other channels), ``p_<class>`` columns and ``predicted`` (class name), or
+        ``prediction`` and ``prediction_std`` for regression, and ``n_models``.
+
+    Raises
+    ------
+    ConfigError
+        No images, or a subject whose number of files is not the run's channel count.
     """
     if not images:
         raise ConfigError("no images to predict; give one or more NIfTI files.")
     run = open_run(run_dir)
+    channels = channel_names(run.config.data.path_col, run.config.data.suffix)
+    subjects = _subject_paths(images, channels)
     checkpoints = fold_checkpoints(run)
     prep = run.preprocess
-    volumes = np.stack([preprocess_img(p, prep) for p in images])
+    volumes = np.stack([_volume(paths, prep) for paths in subjects])
     indices = np.arange(len(volumes))
     outputs, meta = [], {}
     for path in checkpoints:
@@ -89,7 +128,8 @@ def predict_run(
             )
         )
     stacked = np.stack(outputs)
-    table = pd.DataFrame({"path": [str(p) for p in images]})
+    columns = channel_columns(channels)
+    table = pd.DataFrame({c: [paths[j] for paths in subjects] for j, c in enumerate(columns)})
     if not get_task(meta["task"]).is_classification:
         table["prediction"] = stacked.mean(axis=0).ravel()
         table["prediction_std"] = stacked.std(axis=0).ravel()

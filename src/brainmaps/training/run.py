@@ -26,8 +26,9 @@ import pandas as pd
 import torch
 
 from brainmaps import __version__
-from brainmaps.data.cache import CachedVolumes, cache_volumes
+from brainmaps.data.cache import CachedVolumes
 from brainmaps.data.cohort import Cohort, load_cohort
+from brainmaps.data.stacked import cache_channels, slot_columns
 from brainmaps.evaluation.metrics import summarize_folds, task_metrics
 from brainmaps.evaluation.splitters import (
     check_class_counts,
@@ -201,14 +202,15 @@ def _prepare(config: RunConfig, layout: RunLayout) -> tuple:
     roles = _fold_roles(config, cohort, folds)
     _check_model(config, cohort)
     _check_run_folder(config, layout)
-    volumes = cache_volumes(
-        cohort.table["path"].tolist(),
+    volumes = cache_channels(
+        cohort.table,
+        cohort.channels,
         config.preprocess,
         execution.resolved_cache_dir(),
         n_jobs=execution.n_jobs,
         progress=execution.progress,
     )
-    table = cohort.table.assign(cache_slot=volumes.slots, test_fold=folds)
+    table = cohort.table.assign(**slot_columns(volumes), test_fold=folds)
     config.to_yaml(layout.config)
     write_execution(layout, execution)
     write_tsv(table, layout.cohort)
