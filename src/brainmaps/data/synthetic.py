@@ -91,7 +91,7 @@ SYNTH_PRESETS: dict[str, dict[str, Any]] = {
 PRESET_DIFFICULTY: dict[str, str] = {
     "easy": "voxel SVM 0.93 +- 0.04; a small CNN learns it from 40 subjects",
     "default": "xin2019 0.79 +- 0.09 (the demo), voxel SVM 0.85 +- 0.05",
-    "hard": "voxel SVM 0.59 +- 0.08, close to chance",
+    "hard": "xin2019 0.55 +- 0.03, voxel SVM 0.59 +- 0.08: close to chance",
     "hippocampus": "chance: voxel SVM 0.49 +- 0.16, xin2019 0.62 on one fold; needs far "
     "more subjects",
 }
