@@ -57,6 +57,7 @@ def run_lock(path: str | os.PathLike, what: str = "this run") -> Iterator[Path]:
     import fcntl
 
     path = Path(path)
+    created = not path.parent.exists()
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
         handle = open(path, "a+", encoding="utf-8")
@@ -82,6 +83,8 @@ def run_lock(path: str | os.PathLike, what: str = "this run") -> Iterator[Path]:
     finally:
         path.unlink(missing_ok=True)  # while still locked, then release by closing
         handle.close()
+        if created and not any(path.parent.iterdir()):
+            path.parent.rmdir()  # a command that failed before writing leaves no folder
 
 
 def _same_file(handle, path: Path) -> bool:

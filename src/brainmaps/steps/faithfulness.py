@@ -186,6 +186,12 @@ def faithfulness_run(
         raise ConfigError(f"steps must be a positive integer, got {steps!r}.")
     fractions = np.linspace(0.0, 1.0, steps + 1)
     volumes = run.volumes(progress=progress)
+    if len(volumes) and np.ndim(volumes[0]) == 4 and np.shape(volumes[0])[0] > 1:
+        raise ConfigError(
+            f"run {run.path} has {np.shape(volumes[0])[0]} input channels; deletion and "
+            "insertion curves are implemented for one-channel runs only. Use masked-eval, "
+            "compare or localise on this run."
+        )
     curves: dict[tuple[str, str], list[np.ndarray]] = {}
     bar = tqdm(
         total=sum(len(v) for v in chosen.values()), desc="faithfulness", disable=not progress
