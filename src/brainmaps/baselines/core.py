@@ -25,6 +25,7 @@ from brainmaps.evaluation.metrics import (
 )
 from brainmaps.evaluation.splitters import make_folds
 from brainmaps.exceptions import CohortError, ConfigError, DataLeakageError, ShapeError
+from brainmaps.tasks import get_task
 
 __all__ = [
     "TASKS",
@@ -175,7 +176,7 @@ def _check_target(y, task: str) -> np.ndarray:
     y = np.asarray(y)
     if y.ndim != 1:
         raise ShapeError(f"y must be one-dimensional (one target per row), got {y.shape}.")
-    if task == "regression":
+    if not get_task(task).is_classification:
         y = y.astype(np.float64)
         if not np.isfinite(y).all():
             raise CohortError("y holds NaN or infinite values; drop those rows first.")
@@ -196,9 +197,11 @@ def inner_splits(groups, y, task: str, n_folds: int, seed: int) -> list[Split]:
     """
     groups = np.asarray(groups).astype(str)
     pairs = pd.DataFrame({"g": groups, "y": y}).drop_duplicates("g")
-    limit = len(pairs) if task == "regression" else int(pairs["y"].value_counts().min())
+    limit = (
+        len(pairs) if not get_task(task).is_classification else int(pairs["y"].value_counts().min())
+    )
     k = min(int(n_folds), limit)
-    if k < 2 or (task == "classification" and pairs["y"].nunique() < 2):
+    if k < 2 or (get_task(task).is_classification and pairs["y"].nunique() < 2):
         raise CohortError(
             f"an outer training part has too few subjects for an inner grid search "
             f"({len(pairs)} subjects, smallest class {limit}); use fewer outer folds or more "
@@ -231,7 +234,7 @@ def fold_metrics(task: str, y, outputs, fold) -> pd.DataFrame:
     rows = []
     for k in np.unique(fold[fold >= 0]):
         sel = fold == k
-        if task == "regression":
+        if not get_task(task).is_classification:
             m = regression_metrics(np.asarray(y)[sel], np.asarray(outputs)[sel])
         else:
             m = classification_metrics(np.asarray(y)[sel], np.asarray(outputs)[sel])
@@ -279,7 +282,7 @@ def _predict(gs, x_test, task: str, n_classes: int) -> np.ndarray:
     (multiclass) of their decision function: a monotone score whose argmax is the
     predicted class, not a calibrated probability.
     """
-    if task == "regression":
+    if not get_task(task).is_classification:
         return np.asarray(gs.predict(x_test), dtype=float)
     if hasattr(gs, "predict_proba"):
         fitted = gs.predict_proba(x_test)
@@ -351,7 +354,7 @@ def nested_cv(
     n = len(y)
     splits = as_splits(folds, n)
     groups = _check_groups(groups, splits, n)
-    n_classes = int(y.max()) + 1 if task == "classification" else 0
+    n_classes = int(y.max()) + 1 if get_task(task).is_classification else 0
     outputs = np.full((n, n_classes) if n_classes else n, np.nan)
     fold = np.full(n, -1, dtype=np.int64)
     search = _Search(estimator, param_grid, task, inner_folds, random_state, n_jobs)
@@ -359,7 +362,7 @@ def nested_cv(
     for k, (train, test) in enumerate(tqdm(splits, desc=name, disable=not progress)):
         x_train, x_test = features(train, test)
         y_train, shift, scale = y[train], 0.0, 1.0
-        if task == "regression":
+        if not get_task(task).is_classification:
             shift, scale = float(y_train.mean()), float(y_train.std()) or 1.0
             y_train = (y_train - shift) / scale
         gs = _fit_fold(search, x_train, y_train, groups[train])

@@ -24,6 +24,7 @@ from xgboost import XGBClassifier, XGBRegressor
 from brainmaps.baselines.core import BaselineResult, check_rows, nested_cv, table_features
 from brainmaps.baselines.plots import importance_table
 from brainmaps.exceptions import ConfigError
+from brainmaps.tasks import get_task
 
 __all__ = ["TABULAR_MODELS", "cross_validate_tabular", "make_tabular_model"]
 
@@ -69,7 +70,7 @@ def make_tabular_model(name: str, task: str = "classification", random_state: in
     param_grid : dict or callable
         As accepted by :func:`~brainmaps.baselines.core.nested_cv`.
     """
-    regression = task == "regression"
+    regression = not get_task(task).is_classification
     if name == "lr":
         if regression:
             return _pipeline(Ridge()), {"model__alpha": _ALPHA_GRID}

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from brainmaps.baselines.core import BaselineResult, check_rows, nested_cv
 from brainmaps.exceptions import ConfigError, ShapeError
+from brainmaps.tasks import get_task
 
 __all__ = [
     "KERNELS",
@@ -263,7 +264,7 @@ def cross_validate_voxels(
     check_rows(x, y)
     if kernel not in KERNELS:
         raise ConfigError(f"kernel must be one of {KERNELS}, got {kernel!r}.")
-    estimator = KernelSVR() if task == "regression" else KernelSVC()
+    estimator = KernelSVR() if not get_task(task).is_classification else KernelSVC()
     return nested_cv(
         estimator,
         {"C": _C_GRID, "gamma": _GAMMA_GRID[kernel]},

@@ -17,6 +17,7 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedShuffleSplit
 
 from brainmaps.exceptions import BrainmapsWarning, CohortError, ConfigError, DataLeakageError
+from brainmaps.tasks import TASK_NAMES, get_task
 
 __all__ = [
     "check_class_counts",
@@ -27,7 +28,7 @@ __all__ = [
     "read_folds",
 ]
 
-_TASKS = ("auto", "classification", "regression")
+_TASKS = ("auto", *TASK_NAMES)
 _MAX_BINS = 10
 
 
@@ -42,11 +43,11 @@ def _as_1d(name: str, values, n: int | None = None) -> np.ndarray:
     return arr
 
 
-def _is_regression(labels: np.ndarray, task: str) -> bool:
-    if task not in _TASKS:
+def _is_regression(labels: np.ndarray, task) -> bool:
+    if str(task) not in _TASKS:
         raise ConfigError(f"task must be one of {_TASKS}, got {task!r}.")
-    if task != "auto":
-        return task == "regression"
+    if str(task) != "auto":
+        return not get_task(str(task)).is_classification
     if labels.dtype.kind != "f":
         return False
     finite = labels[np.isfinite(labels)]
