@@ -11,7 +11,7 @@ first" region perturbation of Samek et al. (2017) with single voxels as regions.
 random ranking of the same voxels is the control that any map must beat.
 
 Every function works on NumPy arrays and a ``predict`` callable, so maps and models
-from any tool can be scored; ``brainmaps.training.reevaluate`` builds the callable from
+from any tool can be scored; ``brainmaps.steps.faithfulness`` builds the callable from
 a run's fold models.
 
 References
