@@ -90,7 +90,7 @@ def test_roc_curve_and_bad_truth(planted):
 
 def test_localisation_run_on_a_tiny_run(tiny_run, tiny_cohort, tmp_path):
     from brainmaps.data.preprocess import resample_to_grid
-    from brainmaps.data.run_folder import open_run
+    from brainmaps.run.folder import open_run
 
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir)

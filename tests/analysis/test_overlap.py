@@ -139,7 +139,7 @@ def _fake_method(run_dir, method, data_by_class, grid):
 
 
 def test_compare_run_writes_the_matrix(tiny_run, tmp_path):
-    from brainmaps.data.run_folder import open_run
+    from brainmaps.run.folder import open_run
 
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir)
