@@ -17,8 +17,6 @@ from brainmaps.models.checkpoints import (
     save_checkpoint,
 )
 
-torch.set_num_threads(1)
-
 
 @pytest.fixture
 def model():

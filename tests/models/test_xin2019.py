@@ -10,8 +10,6 @@ from brainmaps.exceptions import ConfigError, ShapeError
 from brainmaps.models import Xin2019, create_model
 from brainmaps.models.xin2019 import min_input_size
 
-torch.set_num_threads(1)
-
 
 def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

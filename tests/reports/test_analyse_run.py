@@ -32,8 +32,9 @@ def test_every_step_is_written_then_kept(analysed):
     assert all(status.startswith("current") for status in again.values()), again
 
 
-def test_changed_maps_make_map_tables_stale(analysed):
-    run_dir, _ = analysed
+def test_changed_maps_make_map_tables_stale(analysed, tmp_path):
+    run_dir = tmp_path / "run"  # a copy (times kept): the other tests expect current tables
+    shutil.copytree(analysed[0], run_dir)
     manifest = run_dir / "maps" / "gradient" / "maps.tsv"
     later = (run_dir / "analysis" / "overlap.tsv").stat().st_mtime + 10
     os.utime(manifest, (later, later))

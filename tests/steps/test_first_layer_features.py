@@ -180,7 +180,8 @@ def test_run_summary_counts_match_the_table(analysed):
 
 
 def test_cli_and_out_of_fold_subjects(analysed, tmp_path, capsys):
-    run_dir, _ = analysed
+    run_dir = tmp_path / "run"  # a copy: the other tests read the fixture's default table
+    shutil.copytree(analysed[0], run_dir)
     parser = argparse.ArgumentParser()
     cli.add_parser(parser.add_subparsers())
     args = parser.parse_args(

@@ -13,7 +13,6 @@ from brainmaps.models.predict import VolumeDataset, predict_volumes
 from brainmaps.training import loop
 from brainmaps.training.loop import train_model
 
-torch.set_num_threads(1)
 SIZE = 24
 
 
