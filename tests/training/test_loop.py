@@ -78,6 +78,8 @@ def test_learns_a_planted_cube():
     proba = predict_volumes(model, volumes, np.arange(30, 40), device="cpu")
     assert proba.shape == (10, 2)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
+    # measured 1.0 over model and batch-order seeds 0-9 (1 thread) and 0-4 (2 threads),
+    # with and without BatchNorm recalibration
     assert (proba.argmax(axis=1) == labels[30:40]).mean() >= 0.9
 
 
@@ -141,23 +143,33 @@ def test_predict_restores_mode_and_is_batch_invariant(training):
 
 
 def test_regression_standardises_targets_and_improves():
+    # Both checks compare the MAE with predicting the training mean (the first epoch's
+    # MAE is no yardstick: with BatchNorm recalibration it can be good already, and the
+    # best epoch then reached 0.73 of it). With 40 training volumes the ratios are
+    # 0.07-0.35 (best validation epoch) and 0.11-0.36 (test) over model and batch-order
+    # seeds 0-9 (1 thread) and 0-4 (2 threads), with and without BatchNorm
+    # recalibration; these seeds: 0.07-0.12 and 0.15-0.19. With 28 volumes the worst
+    # seed reached 0.56.
     rng = np.random.default_rng(1)
-    n = 40
+    n = 56
     brightness = rng.uniform(0.0, 3.0, n)
     volumes = rng.normal(0.0, 1.0, (n, SIZE, SIZE, SIZE)).astype(np.float32)
     volumes[:, 8:16, 8:16, 8:16] += brightness[:, None, None, None].astype(np.float32)
     ages = 40.0 + 10.0 * brightness
     model = tiny_model(n_classes=1)
-    train, val, test = np.arange(28), np.arange(28, 34), np.arange(34, 40)
+    train, val, test = np.arange(40), np.arange(40, 48), np.arange(48, 56)
     result = run(model, list(volumes), ages, train, val, task="regression", epochs=20)
     assert result.target_stats == pytest.approx((ages[train].mean(), ages[train].std()))
     assert "val_mae" in result.history
-    assert result.history["val_mae"].min() < 0.6 * result.history["val_mae"].iloc[0]
+    trivial = {
+        k: np.abs(ages[idx] - ages[train].mean()).mean()
+        for k, idx in [("val", val), ("test", test)]
+    }
+    assert result.history["val_mae"].min() < 0.6 * trivial["val"]
     pred = predict_volumes(model, list(volumes), test, device="cpu", task="regression",
                            target_stats=result.target_stats)  # fmt: skip
-    assert pred.shape == (6,)
-    baseline = np.abs(ages[test] - ages[train].mean()).mean()
-    assert np.abs(pred - ages[test]).mean() < 0.6 * baseline
+    assert pred.shape == (8,)
+    assert np.abs(pred - ages[test]).mean() < 0.6 * trivial["test"]
 
 
 def test_input_errors():

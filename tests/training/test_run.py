@@ -18,16 +18,23 @@ from tiny import TINY_GRID, tiny_config
 
 @pytest.fixture(scope="module")
 def trained(tiny_cohort, tmp_path_factory):
+    """A short run with an inner validation set: layout, roles, resume and determinism.
+
+    Three epochs, as nothing here asserts what the model learnt (``tiny_run`` does).
+    """
     base = tmp_path_factory.mktemp("run")
-    config = tiny_config(tiny_cohort, base / "r1", base / "cache")
+    config = tiny_config(tiny_cohort, base / "r1", base / "cache", epochs=3, val_fraction=0.1)
     return config, train_run(config, progress=False)
 
 
-def test_learns_the_planted_effect(trained):
-    _, result = trained
-    mean = result.metrics.set_index("fold").loc["mean"]
-    assert mean["accuracy"] >= 0.75, result.metrics
-    assert mean["roc_auc"] >= 0.8, result.metrics
+def test_learns_the_planted_effect(tiny_run):
+    metrics = pd.read_csv(tiny_run / "metrics.tsv", sep="\t", dtype={"fold": str})
+    mean = metrics.set_index("fold").loc["mean"]
+    # measured over training seeds 0-9 on this split, 1 and 2 threads, with and without
+    # BatchNorm recalibration: accuracy 0.85-1.00, ROC AUC 0.92-1.00 (seed 7: accuracy
+    # 0.95-0.98, ROC AUC 0.99-1.00)
+    assert mean["accuracy"] >= 0.75, metrics
+    assert mean["roc_auc"] >= 0.85, metrics
 
 
 def test_run_folder_layout(trained):
@@ -86,7 +93,10 @@ def test_resume_and_determinism(trained, tmp_path):
 
 def test_other_config_in_same_folder_is_refused(trained):
     config, _ = trained
-    other = config.replace(training=TrainingConfig(**{**config.to_dict()["training"], "epochs": 3}))
+    settings = config.to_dict()["training"]
+    other = config.replace(
+        training=TrainingConfig(**{**settings, "epochs": settings["epochs"] + 1})
+    )
     with pytest.raises(ConfigError, match=r"training\.epochs"):
         train_run(other, progress=False)
 
