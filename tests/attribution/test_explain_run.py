@@ -24,7 +24,8 @@ METHODS = ["grad_cam", "guided_backprop", "gradient"]
 #: Meaningful Perturbations scaled to a 5 mm grid with regions a few voxels wide: the
 #: paper's sigma_mask of 10 voxels (31 mm at its 3.1 mm grid, 50 mm here) smooths the mask
 #: far beyond the regions, and its class-mean map then scores 0.50 (chance) on this
-#: cohort; with these settings it scores 0.90. 30 iterations of 4 draws keep the test short.
+#: cohort; with these settings it scores 0.78-0.92. 30 iterations of 4 draws keep the test
+#: short.
 MP_5MM = {
     "sigma_blur": 6.0,
     "sigma_mask": 1.0,
@@ -34,8 +35,12 @@ MP_5MM = {
     "max_iter": 30,
     "n_draws": 4,
 }
-#: Methods whose class-mean maps must localise the planted effect.
-LOCALISING = ["grad_cam", "gradient", "meaningful_perturbation"]
+#: Methods whose class-mean maps must localise the planted effect. Not Grad-CAM: on this
+#: tiny model its last block is 2x3x2 voxels and its patient-mean map scores 0.33-0.72
+#: over training seeds 0-4 and 7 (chance 0.5; blocks 1 and 2, and the map without its
+#: ReLU, did no better: 0.33-0.66 on the seeds tried), so it is checked on a hand-built
+#: model instead (``test_grad_cam_localises_the_evidence_of_a_hand_built_model``).
+LOCALISING = ["gradient", "meaningful_perturbation"]
 
 
 @pytest.fixture(scope="module")
@@ -122,16 +127,70 @@ def test_class_mean_maps_find_the_planted_effect(localisation_run, tiny_cohort, 
     Chance is 0.5. The reference is the univariate oracle, the voxel-wise group t-map
     computed from the labels themselves: it scores about 0.83 here (the mask covers
     only 2 % of the brain and its edges are blurred by each subject's deformation).
-    The bound 0.65 asks a map to get at least half-way from chance to that oracle;
-    measured: gradient 0.72, Grad-CAM 0.71, Meaningful Perturbations 0.90 (with
-    ``MP_5MM``). A map of intensities or a random smooth map scores about 0.5.
+    The bound 0.65 asks a map to get at least half-way from chance to that oracle.
+    Measured over training seeds 0-4 and 7 on this split (seeds 3 and 7 also with 2
+    threads): gradient 0.69-0.78, Meaningful Perturbations 0.78-0.92 (with ``MP_5MM``);
+    seed 7, this fixture: 0.77 and 0.91-0.92, whatever the thread count. A map of
+    intensities or a random smooth map scores about 0.5.
     """
     oracle = _auc(localisation_run, _t_map(localisation_run), tiny_cohort)
-    assert oracle > 0.75
+    assert oracle > 0.75  # 0.825 for every seed and thread count: it uses no model
     auc = _auc(
         localisation_run, localisation_run / "maps" / method / "mean_patient.nii.gz", tiny_cohort
     )
     assert auc >= 0.65, f"{method}: ROC AUC {auc:.3f} (t-map oracle {oracle:.3f})"
+
+
+def _hand_built_bright_detector(shape) -> torch.nn.Module:
+    """xin2019 with one channel per block whose only evidence is voxels brighter than 3.
+
+    Block 1 computes ``relu(x - 3)`` (a centre tap and a bias), blocks 2 and 3 pass it
+    on (centre taps, max-pooling), batch norm is the identity, and the class-1 logit is
+    the sum of the last block's features, the class-0 logit minus that sum.
+    """
+    from brainmaps.models import create_model
+
+    model = create_model(
+        "xin2019", in_channels=1, n_classes=2, input_shape=list(shape), channels=[1, 1, 1]
+    ).eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            param.zero_()
+        for k, bias in enumerate([-3.0, 0.0, 0.0], start=1):
+            block = getattr(model.features, f"block{k}")
+            block.conv.weight[0, 0, 1, 1, 1] = 1.0
+            block.conv.bias.fill_(bias)
+            block.bn.weight.fill_(1.0)
+        model.classifier.fc.weight[1] = 1.0
+        model.classifier.fc.weight[0] = -1.0
+    return model
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_grad_cam_localises_the_evidence_of_a_hand_built_model(tiny_cohort, seed):
+    """Grad-CAM at the default (last) layer, upsampled from its 2x3x2 features onto the
+    36x44x36 MNI grid, must find the planted regions when they are the model's only
+    evidence: the volumes are the z-scored MNI template (maximum 2.4) plus noise, with
+    +4 inside the cohort's ground-truth mask, and the model of
+    :func:`_hand_built_bright_detector` sees only voxels above 3. Measured: ROC AUC
+    0.953-0.956 over noise seeds 0-2 (no training, so no machine dependence). The
+    class-0 logit falls with the same features, so its map is zero (ReLU keeps only
+    positive evidence): unlike guided backprop, Grad-CAM is class-sensitive.
+    """
+    from brainmaps.attribution import create_method
+
+    shape = (36, 44, 36)
+    grid = mni_grid(shape)
+    truth = resample_to_grid(load_img(tiny_cohort / "ground_truth_mask.nii.gz"), grid, 0) > 0.5
+    brain = mni_brain_mask(grid)
+    template = resample_to_grid(load_mni152_template(resolution=2), grid)
+    volume = torch.from_numpy(((template - template.mean()) / template.std()).astype(np.float32))
+    noise = torch.randn(4, 1, *shape, generator=torch.Generator().manual_seed(seed))
+    x = volume + 0.3 * noise + 4.0 * torch.from_numpy(truth.astype(np.float32))
+    grad_cam = create_method("grad_cam", _hand_built_bright_detector(shape))
+    mean_map = grad_cam.attribute(x, target=1).numpy().mean(axis=0)
+    assert roc_auc_score(truth[brain], mean_map[brain]) >= 0.9
+    assert not grad_cam.attribute(x, target=0).numpy().any()
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
