@@ -1,17 +1,19 @@
-"""Small helpers shared by several subpackages: atomic writes and hashing."""
+"""Small helpers shared by several subpackages: atomic writes, hashing, lazy exports."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import json
 import os
+import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "atomic_write_text", "stable_hash", "write_tsv"]
+__all__ = ["atomic_path", "atomic_write_text", "lazy_exports", "stable_hash", "write_tsv"]
 
 
 @contextlib.contextmanager
@@ -86,3 +88,52 @@ def stable_hash(obj: Any, length: int = 16) -> str:
     """
     blob = json.dumps(obj, sort_keys=True, default=str).encode("utf-8")
     return hashlib.sha256(blob).hexdigest()[:length]
+
+
+def lazy_exports(
+    package: str, submodules: dict[str, tuple[str, ...]]
+) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """Build a package's PEP 562 ``__getattr__`` and ``__dir__``.
+
+    A package ``__init__`` names, per submodule, the public names it re-exports; each is
+    imported on first access, so importing the package loads none of its submodules
+    (``import brainmaps.analysis`` stays torch-free and fast).
+
+    Parameters
+    ----------
+    package : str
+        The package's ``__name__``.
+    submodules : dict of str to tuple of str
+        Submodule (relative to ``package``, e.g. ``".maps"``, or absolute) -> the names
+        it defines that the package exports.
+
+    Returns
+    -------
+    __getattr__, __dir__ : callable
+        The module-level hooks of PEP 562. The package keeps a literal ``__all__`` (and
+        an ``if TYPE_CHECKING:`` block of the same imports) for static tools;
+        ``tests/test_imports.py`` checks that the three agree.
+
+    Examples
+    --------
+    In ``mypkg/__init__.py``::
+
+        _SUBMODULES = {".core": ("run", "Config")}
+        __all__ = ["Config", "run"]
+        __getattr__, __dir__ = lazy_exports(__name__, _SUBMODULES)
+    """
+    exports = {name: module for module, names in submodules.items() for name in names}
+    names = sorted(exports)
+
+    def __getattr__(name: str) -> Any:
+        module = exports.get(name)
+        if module is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(module, package), name)
+        setattr(sys.modules[package], name, value)
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted({*vars(sys.modules[package]), *names})
+
+    return __getattr__, __dir__

@@ -10,8 +10,9 @@ loads only what the functions you call need.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from brainmaps.utils import lazy_exports
 
 if TYPE_CHECKING:  # what static tools see; at run time names load on first use (PEP 562)
     from brainmaps.analysis.atlas import Atlas, atlas_on_grid, load_atlas, region_centroids
@@ -87,8 +88,6 @@ _SUBMODULES: dict[str, tuple[str, ...]] = {
     ),
     ".regions": ("check_hemispheres", "rank_regions", "rank_run_regions"),
 }
-_EXPORTS = {name: module for module, names in _SUBMODULES.items() for name in names}
-
 __all__ = [
     "DEFAULT_ATLAS",
     "PAPER_THRESHOLDS",
@@ -127,17 +126,4 @@ __all__ = [
     "run_brain_mask",
 ]
 
-
-def __getattr__(name: str):
-    """Import the module that defines ``name`` on first access (PEP 562)."""
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    """List the public names with the module's globals (PEP 562)."""
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _SUBMODULES)

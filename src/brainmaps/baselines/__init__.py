@@ -12,8 +12,9 @@ loads neither scikit-learn, XGBoost nor matplotlib until they are needed, and ne
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from brainmaps.utils import lazy_exports
 
 if TYPE_CHECKING:  # what static tools see; at run time names load on first use (PEP 562)
     from brainmaps.baselines.compare import (
@@ -45,8 +46,6 @@ _SUBMODULES: dict[str, tuple[str, ...]] = {
     ".tabular": ("TABULAR_MODELS", "cross_validate_tabular"),
     ".voxels": ("VOXEL_MODELS", "cross_validate_voxels", "voxel_matrix"),
 }
-_EXPORTS = {name: module for module, names in _SUBMODULES.items() for name in names}
-
 __all__ = [
     "ALL_MODELS",
     "TABULAR_MODELS",
@@ -70,17 +69,4 @@ __all__ = [
     "voxel_matrix",
 ]
 
-
-def __getattr__(name: str):
-    """Import the module that defines ``name`` on first access (PEP 562)."""
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    """List the public names with the module's globals (PEP 562)."""
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _SUBMODULES)

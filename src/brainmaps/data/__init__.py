@@ -6,8 +6,9 @@ neither SimpleITK nor scikit-learn until a function that needs them is used.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from brainmaps.utils import lazy_exports
 
 if TYPE_CHECKING:  # what static tools see; at run time names load on first use (PEP 562)
     from brainmaps.data.cache import CachedVolumes, cache_volumes
@@ -60,8 +61,6 @@ _SUBMODULES: dict[str, tuple[str, ...]] = {
     ".synthetic": ("SynthConfig", "list_regions", "make_synthetic_cohort"),
     ".transforms": ("apply_transform", "read_transform", "transform_matrix", "write_transform"),
 }
-_EXPORTS = {name: module for module, names in _SUBMODULES.items() for name in names}
-
 __all__ = [
     "DEFAULT_GRID_SHAPE",
     "TEMPLATE_SPACE",
@@ -99,17 +98,4 @@ __all__ = [
     "write_transform",
 ]
 
-
-def __getattr__(name: str):
-    """Import the module that defines ``name`` on first access (PEP 562)."""
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    """List the public names with the module's globals (PEP 562)."""
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _SUBMODULES)

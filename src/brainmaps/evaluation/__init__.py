@@ -14,8 +14,9 @@ scores made by any other tool alike.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from brainmaps.utils import lazy_exports
 
 if TYPE_CHECKING:  # what static tools see; at run time names load on first use (PEP 562)
     from brainmaps.evaluation.metrics import (
@@ -53,8 +54,6 @@ _SUBMODULES: dict[str, tuple[str, ...]] = {
     ),
     ".statistics": ("benjamini_hochberg", "corrected_resampled_ttest"),
 }
-_EXPORTS = {name: module for module, names in _SUBMODULES.items() for name in names}
-
 __all__ = [
     "benjamini_hochberg",
     "check_class_counts",
@@ -70,17 +69,4 @@ __all__ = [
     "summarize_folds",
 ]
 
-
-def __getattr__(name: str):
-    """Import the module that defines ``name`` on first access (PEP 562)."""
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    """List the public names with the module's globals (PEP 562)."""
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _SUBMODULES)

@@ -6,8 +6,9 @@ are imported on first use (PEP 562), so ``import brainmaps.training`` does not l
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from brainmaps.utils import lazy_exports
 
 if TYPE_CHECKING:  # what static tools see; at run time names load on first use (PEP 562)
     from brainmaps.models.checkpoints import load_checkpoint, model_from_checkpoint, save_checkpoint
@@ -21,8 +22,6 @@ _SUBMODULES: dict[str, tuple[str, ...]] = {
     ".ensembles": ("predict_run",),
     ".run": ("RunResult", "train_run"),
 }
-_EXPORTS = {name: module for module, names in _SUBMODULES.items() for name in names}
-
 __all__ = [
     "RunResult",
     "load_checkpoint",
@@ -32,17 +31,4 @@ __all__ = [
     "train_run",
 ]
 
-
-def __getattr__(name: str):
-    """Import the module that defines ``name`` on first access (PEP 562)."""
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    """List the public names with the module's globals (PEP 562)."""
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _SUBMODULES)
