@@ -22,7 +22,9 @@ EXPECTED = {
     "grad_cam",
     "gradient",
     "guided_backprop",
+    "hires_cam",
     "integrated_gradients",
+    "layer_cam",
     "lrp",
     "meaningful_perturbation",
     "occlusion",
@@ -70,7 +72,8 @@ def test_unknown_method_names_the_choices():
         get_method("gradcam++")
 
 
-@pytest.fixture(params=sorted(EXPECTED))
+#: Every registered method is checked, plus the expected ones (a missing one fails).
+@pytest.fixture(params=sorted(EXPECTED | set(list_methods())))
 def method(request):
     if request.param not in list_methods():
         pytest.fail(f"{request.param} is not registered")

@@ -20,6 +20,7 @@ from brainmaps.attribution.base import (
     register_method,
 )
 from brainmaps.attribution.cam import CAM
+from brainmaps.attribution.cam_variants import HiResCAM, LayerCAM
 from brainmaps.attribution.grad_cam import GradCAM
 from brainmaps.attribution.gradient import Gradient
 from brainmaps.attribution.guided_backprop import GuidedBackprop
@@ -36,7 +37,9 @@ __all__ = [
     "GradCAM",
     "Gradient",
     "GuidedBackprop",
+    "HiResCAM",
     "IntegratedGradients",
+    "LayerCAM",
     "MeaningfulPerturbation",
     "Occlusion",
     "SmoothGrad",

@@ -143,9 +143,10 @@ def explain_run(
     with :attr:`~brainmaps.attribution.base.AttributionMethod.channel_maps`: gradient,
     guided backprop, SmoothGrad, integrated gradients, LRP), also each channel's maps and
     class means in ``maps/<method>/channel-<name>/``; their sum over channels is the
-    summed map (up to float rounding for SmoothGrad). Grad-CAM and CAM (maps of a layer's
-    feature maps, which have no input channels) and occlusion and Meaningful
-    Perturbations (which perturb every channel at once) write the summed map only.
+    summed map (up to float rounding for SmoothGrad). The class activation maps (Grad-CAM,
+    HiResCAM, LayerCAM, CAM: maps of a layer's feature maps, which have no input channels)
+    and occlusion and Meaningful Perturbations (which perturb every channel at once) write
+    the summed map only.
     ``native_space`` copies are made of the summed maps only.
 
     Parameters
@@ -157,7 +158,7 @@ def explain_run(
     target : "predicted", "true", class name or class index
         Which output to explain for every subject.
     layer : str, optional
-        Layer for the methods that take one (Grad-CAM, CAM).
+        Layer for the methods that take one (Grad-CAM, HiResCAM, LayerCAM, CAM).
     options : dict, optional
         Extra options per method, e.g. ``{"occlusion": {"window_mm": 12}}``.
     batch_size : int

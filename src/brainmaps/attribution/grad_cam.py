@@ -1,4 +1,5 @@
-"""Grad-CAM for 3D networks, on any layer and any class."""
+"""Grad-CAM for 3D networks, on any layer and any class, and the flow it shares with
+the other gradient-weighted class activation maps."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from brainmaps.attribution.base import (
 from brainmaps.attribution.gradient import check_bool
 from brainmaps.exceptions import ConfigError
 
-__all__ = ["GradCAM", "default_layer", "layer_activations"]
+__all__ = ["GradCAM", "GradientCAM", "default_layer", "layer_activations"]
 
 
 def default_layer(model: nn.Module) -> str:
@@ -52,8 +53,52 @@ def layer_activations(
     return outputs, store["a"]
 
 
+class GradientCAM(AttributionMethod):
+    """The shared flow of the gradient-weighted class activation maps (not registered).
+
+    At one layer, the activations ``A`` and the gradients ``∂y/∂A`` of the target
+    output are taken in one forward and one backward pass; :meth:`_combine` (the one
+    step each method overrides) turns them into a feature map ``(N, *feat)``, the final
+    ReLU is applied when ``relu`` is set, and the map is upsampled onto the input grid
+    with every feature voxel at the centre of its receptive field
+    (:func:`~brainmaps.attribution._spatial.upsample_aligned`). Used by
+    :class:`GradCAM`, :class:`~brainmaps.attribution.cam_variants.HiResCAM` and
+    :class:`~brainmaps.attribution.cam_variants.LayerCAM`.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    layer : str, optional
+        Name of the module whose output is used (``model.named_modules()``). Default:
+        the model's ``target_layer`` (the last block's activation for the brainmaps
+        networks), else the last ``Conv3d``.
+    relu : bool
+        Apply the final ReLU.
+    """
+
+    def __init__(self, model: nn.Module, *, layer: str | None = None, relu: bool = True) -> None:
+        super().__init__(model)
+        self.layer_name = layer if layer is not None else default_layer(model)
+        self.layer = find_module(model, self.layer_name)
+        self.relu = check_bool(self.name or type(self).__name__, "relu", relu)
+
+    def _combine(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+        """Feature map ``(N, *feat)`` from activations and gradients ``(N, K, *feat)``."""
+        raise NotImplementedError
+
+    def _attribute(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        geometry = layer_geometry(self.model, self.layer, x)
+        with torch.enable_grad():
+            outputs, acts = layer_activations(self, self.layer, x.requires_grad_(True))
+            (grads,) = torch.autograd.grad(target_scores(outputs, targets).sum(), acts)
+        cam = self._combine(acts.detach(), grads)
+        if self.relu:
+            cam = cam.clamp(min=0)
+        return upsample_aligned(cam, tuple(x.shape[2:]), geometry)
+
+
 @register_method("grad_cam")
-class GradCAM(AttributionMethod):
+class GradCAM(GradientCAM):
     """Gradient-weighted Class Activation Mapping, correct in 3D.
 
     For the chosen layer's activations ``A`` (``K`` channels) and target output ``y``,
@@ -74,6 +119,11 @@ class GradCAM(AttributionMethod):
     relu : bool
         Apply the final ReLU (default, as in the paper); False keeps negative evidence.
 
+    See Also
+    --------
+    brainmaps.attribution.cam_variants.HiResCAM : the same without averaging the
+        gradients, faithful to networks with a dense head such as ``xin2019``.
+
     References
     ----------
     .. [1] R. R. Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via
@@ -82,20 +132,7 @@ class GradCAM(AttributionMethod):
        AIST 2020.
     """
 
-    def __init__(self, model: nn.Module, *, layer: str | None = None, relu: bool = True) -> None:
-        super().__init__(model)
-        self.layer_name = layer if layer is not None else default_layer(model)
-        self.layer = find_module(model, self.layer_name)
-        self.relu = check_bool("grad_cam", "relu", relu)
-
-    def _attribute(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        geometry = layer_geometry(self.model, self.layer, x)
-        with torch.enable_grad():
-            outputs, acts = layer_activations(self, self.layer, x.requires_grad_(True))
-            (grads,) = torch.autograd.grad(target_scores(outputs, targets).sum(), acts)
+    def _combine(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
         spatial = tuple(range(2, acts.dim()))
         weights = grads.mean(dim=spatial, keepdim=True)
-        cam = (weights * acts).sum(dim=1).detach()
-        if self.relu:
-            cam = cam.clamp(min=0)
-        return upsample_aligned(cam, tuple(x.shape[2:]), geometry)
+        return (weights * acts).sum(dim=1)

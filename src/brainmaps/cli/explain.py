@@ -38,7 +38,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default="predicted",
         help="output to explain: predicted (default), true, or a class name",
     )
-    p.add_argument("--layer", help="layer for grad_cam / cam (default: the last conv block)")
+    p.add_argument(
+        "--layer",
+        help="layer for grad_cam / hires_cam / layer_cam / cam (default: the last conv block)",
+    )
     p.add_argument(
         "--set",
         action="append",
