@@ -26,7 +26,8 @@ def test_every_step_is_written_then_kept(analysed):
     run_dir, first = analysed
     assert list(first) == list(STEPS)
     assert all(status.startswith("written") for status in first.values()), first
-    for name in ("overlap", "localisation", "regions_aal", "faithfulness", "masked_eval"):
+    for name in ("overlap", "localisation", "regions_aal", "faithfulness", "sanity",
+                 "sanity_summary", "masked_eval"):  # fmt: skip
         assert (run_dir / "analysis" / f"{name}.tsv").is_file()
     again = analyse_run(run_dir, faithfulness_subjects=6, progress=False, log=None)
     assert all(status.startswith("current") for status in again.values()), again
@@ -46,14 +47,14 @@ def test_changed_maps_make_map_tables_stale(analysed, tmp_path):
 def test_report_has_no_missing_analysis(analysed):
     run_dir, _ = analysed
     html = build_report(run_dir).read_text()
-    for command in ("compare", "regions", "localise", "faithfulness", "masked-eval"):
+    for command in ("compare", "regions", "localise", "faithfulness", "sanity", "masked-eval"):
         assert f"run `brainmaps {command}" not in html, command
 
 
 def test_skips_and_errors(tiny_run, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir)
-    status = analyse_run(run_dir, ["compare", "localise", "faithfulness"], log=None)
+    status = analyse_run(run_dir, ["compare", "localise", "faithfulness", "sanity"], log=None)
     assert all(s.startswith("skipped: no maps") for s in status.values()), status
     with pytest.raises(ConfigError, match="unknown analysis steps"):
         analyse_run(run_dir, ["dice"], log=None)

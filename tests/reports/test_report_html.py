@@ -93,6 +93,20 @@ def write_fake_analysis(run_dir: Path, classes=("control", "patient")) -> None:
         for m in [*METHODS, "random"] for mode in ("deletion", "insertion")
         for f in np.linspace(0, 1, 6)
     ])  # fmt: skip
+    _tsv(out / "sanity.tsv", [
+        {"method": m, "fold": 0, "subject": str(i), "session": "", "label": a,
+         "explained": a, "stage": s, "layer": layer, "spearman_abs": 0.9 / s,
+         "spearman": 0.8 / s, "ssim": 0.7 / s}
+        for m in METHODS for i in range(2)
+        for s, layer in enumerate(["classifier.fc", "features.block1.conv+features.block1.bn"],
+                                  start=1)
+    ])  # fmt: skip
+    _tsv(out / "sanity_summary.tsv", [
+        {"method": "gradient", "n_subjects": 2, "n_stages": 2, "spearman_abs": 0.1234,
+         "spearman": 0.1, "ssim": 0.2, "bound": 0.5, "passed": True},
+        {"method": "grad_cam", "n_subjects": 2, "n_stages": 2, "spearman_abs": 0.8765,
+         "spearman": 0.8, "ssim": 0.7, "bound": 0.5, "passed": False},
+    ])  # fmt: skip
     masked = []
     for method in METHODS:
         for mask in ["none", a, b, "conjoined"]:
@@ -156,14 +170,15 @@ def test_every_section_is_present_and_computed(full_report):
     for number, title in enumerate(TITLES, start=1):
         assert f"<h2>{number}. {title}</h2>" in html
     assert "Not computed" not in html and "could not be drawn" not in html
-    assert html.count("<section") == len(TITLES) == 10
+    assert html.count("<section") == len(TITLES) == 11
 
 
 def test_every_image_is_an_embedded_png(full_report):
     _, html = full_report
     sources = img_sources(html)
-    # ROC, baseline importance, 2 methods' maps, Dice, localisation ROC, faithfulness
-    assert len(sources) == 7
+    # ROC, baseline importance, 2 methods' maps, Dice, localisation ROC, faithfulness,
+    # sanity (cascading randomisation)
+    assert len(sources) == 8
     for src in sources:
         assert src.startswith("data:image/png;base64,")
         data = base64.b64decode(src.split(",", 1)[1], validate=True)
@@ -189,6 +204,10 @@ def test_tables_hold_the_values_written(full_report):
     assert "mean ± std" in perf
     assert "0.9137" in _section(html, "localisation")
     assert "0.3141" in _section(html, "faithfulness")
+    sanity = _section(html, "sanity")
+    flagged = re.findall(r'<tr class="flag">(.*?)</tr>', sanity, flags=re.DOTALL)
+    assert len(flagged) == 1 and "grad_cam" in flagged[0] and "0.8765" in flagged[0]
+    assert "0.1234" in sanity and "Adebayo" in sanity
     masked = _section(html, "masked_eval")
     assert "0.850 ± 0.050" in masked and "conjoined 0.82" in masked
     assert "larger_in_patient" in _section(html, "first_layer")
@@ -214,6 +233,7 @@ def test_missing_inputs_give_not_computed_notes(tiny_run, tmp_path):
     for key, command in [("maps", "brainmaps explain"), ("overlap", "brainmaps compare"),
                          ("regions", "brainmaps regions"),
                          ("faithfulness", "brainmaps faithfulness"),
+                         ("sanity", "brainmaps sanity"),
                          ("masked_eval", "brainmaps masked-eval"),
                          ("first_layer", "brainmaps first-layer")]:  # fmt: skip
         assert f"Not computed — run <code>{command} " in _section(html, key)

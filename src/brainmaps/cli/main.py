@@ -25,6 +25,7 @@ from brainmaps.cli import (
     preprocess,
     regions,
     report,
+    sanity,
     synth,
     train,
 )
@@ -42,6 +43,7 @@ _COMMANDS = (
     regions,
     localise,
     faithfulness,
+    sanity,
     masked_eval,
     first_layer,
     baseline,

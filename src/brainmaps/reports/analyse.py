@@ -2,8 +2,8 @@
 
 ``brainmaps report`` and the demo call :func:`analyse_run` before rendering, so a report
 always shows current tables; each step can also be run alone with its own command
-(``compare``, ``localise``, ``regions``, ``faithfulness``, ``masked-eval``,
-``first-layer``).
+(``compare``, ``localise``, ``regions``, ``faithfulness``, ``sanity``,
+``masked-eval``, ``first-layer``).
 """
 
 from __future__ import annotations

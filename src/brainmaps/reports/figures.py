@@ -33,6 +33,7 @@ __all__ = [
     "plot_localisation_roc",
     "plot_regression",
     "plot_roc",
+    "plot_sanity",
 ]
 
 #: Resolution of every figure (small PNGs keep a report with many maps under ~10 MB).
@@ -384,5 +385,44 @@ def plot_faithfulness(curves: pd.DataFrame, dpi: int = DPI) -> bytes:
         ax.set(xlabel="fraction of voxels " + ("removed" if mode == "deletion" else "inserted"))
         ax.set(ylabel="class probability", title=mode, ylim=(0, 1.02))
         ax.legend(fontsize=8)
+    fig.tight_layout()
+    return figure_to_png(fig, dpi)
+
+
+def plot_sanity(scores: pd.DataFrame, bound: float | None = None, dpi: int = DPI) -> bytes:
+    """Cascading randomisation: median similarity to the trained map per stage.
+
+    Parameters
+    ----------
+    scores : pandas.DataFrame
+        Columns ``method``, ``stage`` (layers randomised, from the output down),
+        ``layer`` (the modules added at that stage), ``spearman_abs`` and ``ssim``; the
+        trained model (stage 0, similarity 1) starts every line. ``NaN`` (a constant
+        map) counts as 0, as in :func:`brainmaps.analysis.sanity.sanity_summary`.
+    bound : float, optional
+        The pass / fail bound, drawn as a dotted line on the Spearman panel.
+    dpi : int
+
+    Returns
+    -------
+    bytes
+        PNG.
+    """
+    stages = scores.drop_duplicates("stage").sort_values("stage")
+    labels = ["trained", *(str(n).split("+")[0] for n in stages["layer"])]
+    fig = Figure(figsize=(10.0, 4.2))
+    axes = fig.subplots(1, 2)
+    panels = (("spearman_abs", "Spearman rank correlation of |map|"), ("ssim", "SSIM"))
+    for ax, (column, title) in zip(axes, panels, strict=True):
+        for method, part in scores.groupby("method", sort=True):
+            values = part[column].abs() if column == "spearman_abs" else part[column]
+            medians = values.fillna(0.0).groupby(part["stage"]).median()
+            ax.plot([0, *medians.index], [1.0, *medians.to_numpy()], marker="o", label=method)
+        if bound is not None and column == "spearman_abs":
+            ax.axhline(bound, ls=":", color="grey", lw=1)
+        ax.set_xticks(range(len(labels)), labels, rotation=35, ha="right", fontsize=7)
+        ax.set(xlabel="randomised down to", ylabel=f"median {column}", title=title)
+        ax.set_ylim(min(-0.05, ax.get_ylim()[0]), 1.05)
+    axes[0].legend(fontsize=8)
     fig.tight_layout()
     return figure_to_png(fig, dpi)

@@ -336,6 +336,31 @@ def _faithfulness(run: RunFolder) -> list[dict] | None:
     return blocks
 
 
+def _sanity(run: RunFolder) -> list[dict] | None:
+    path = run.layout.analysis("sanity")
+    summary = run.layout.analysis("sanity_summary")
+    if not (path.is_file() or summary.is_file()):
+        return None
+    blocks = []
+    if summary.is_file():
+        df = _read(summary)
+        flags = [_falsy(v) for v in df["passed"]] if "passed" in df else None
+        caption = (
+            "Model-parameter randomisation (Adebayo et al. 2018): medians over the sampled "
+            "test subjects of each map's similarity to the trained model's map after every "
+            "layer is re-initialised. A method fails (red) when its median |Spearman| stays "
+            "above the bound: its maps do not depend on what the model learnt."
+        )
+        blocks.append(table(df, caption, flags=flags))
+    if path.is_file():
+        df = _read(path)
+        bound = float(_read(summary)["bound"].iloc[0]) if summary.is_file() else None
+        png = figures.plot_sanity(df, bound)
+        caption = "Cascading randomisation, from the output layer down to the input."
+        blocks.append(figure(png, caption))
+    return blocks
+
+
 def _masked_eval(run: RunFolder) -> list[dict] | None:
     path = run.layout.analysis("masked_eval")
     if not path.is_file():
@@ -382,6 +407,7 @@ SECTIONS: tuple[tuple[str, str, Callable, str], ...] = (
     ("regions", "Atlas regions", _regions, "regions"),
     ("localisation", "Localisation of the planted effect", _localisation, "localise"),
     ("faithfulness", "Faithfulness", _faithfulness, "faithfulness"),
+    ("sanity", "Sanity checks: model randomisation", _sanity, "sanity"),
     ("masked_eval", "Mask-restricted re-evaluation", _masked_eval, "masked_eval"),
     ("first_layer", "First-layer statistics", _first_layer, "first_layer"),
     ("files", "Files", _files, "brainmaps train"),

@@ -21,6 +21,8 @@ No other module spells a run-folder path: writers and readers ask a :class:`RunL
                                   per input channel (several channels, gradient-type methods)
       maps/occlusion/cohort_accuracy_drop.nii.gz
       analysis/<table>.tsv        overlap, regions_<atlas>, localisation, faithfulness, ...
+      analysis/sanity.tsv         model-randomisation scores per method, subject and stage;
+                                  sanity_summary.tsv: pass / fail per method
       baselines/<table>.tsv       metrics, predictions, params, comparison, importances_<m>
       stages/<stage>.yaml         which options made each stage's outputs (with their hash)
       .lock                       held by the process writing the run

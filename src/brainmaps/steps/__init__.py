@@ -1,14 +1,22 @@
 """Steps run on a run folder: each described once and recorded with its options.
 
 ``explain`` computes the maps; the analysis steps (``compare``, ``localise``,
-``regions``, ``faithfulness``, ``masked_eval``, ``first_layer``) are registered
+``regions``, ``faithfulness``, ``sanity``, ``masked_eval``, ``first_layer``) are registered
 :class:`~brainmaps.steps.base.Step` objects, in the order :func:`list_steps` gives, which
 ``brainmaps report`` and :func:`brainmaps.reports.analyse.analyse_run` iterate. Each
 writes ``stages/<name>.yaml`` with the options that made its outputs (see
 :mod:`brainmaps.run.stages`).
 """
 
-from brainmaps.steps import compare, faithfulness, first_layer, localise, masked_eval, regions
+from brainmaps.steps import (
+    compare,
+    faithfulness,
+    first_layer,
+    localise,
+    masked_eval,
+    regions,
+    sanity,
+)
 from brainmaps.steps.base import Step, get_step, list_steps, register_step, run_step
 from brainmaps.steps.explain import explain
 
@@ -25,4 +33,5 @@ __all__ = [
     "regions",
     "register_step",
     "run_step",
+    "sanity",
 ]

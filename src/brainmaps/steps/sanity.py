@@ -1,0 +1,421 @@
+"""Model-parameter randomisation: do a run's maps depend on what its models learnt?
+
+The sanity check of Adebayo et al. (2018): for each fold model and a class-balanced
+sample of its test subjects, every method's map is computed with the trained model, then
+the layers with parameters are re-initialised one more at a time, from the output layer
+down to the input (cascading randomisation), and the maps are computed again. A map that
+explains the model must move away from the original as its weights are destroyed; one
+that stays the same (an edge detector of the input would) explains the input, not the
+model. The scores (Spearman of absolute and signed values, SSIM, inside the brain mask)
+and the pass / fail rule are in :mod:`brainmaps.analysis.sanity`.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from brainmaps.analysis.maps import list_map_methods, run_brain_mask
+from brainmaps.analysis.sanity import SPEARMAN_BOUND, map_similarity, sanity_summary
+from brainmaps.attribution.base import create_method, get_method, list_methods, method_options
+from brainmaps.exceptions import BrainmapsWarning, ConfigError
+from brainmaps.models.checkpoints import model_from_checkpoint
+from brainmaps.models.device import resolve_device
+from brainmaps.models.predict import VolumeDataset
+from brainmaps.run.folder import RunFolder, open_run
+from brainmaps.run.stages import read_stage
+from brainmaps.steps.base import Step, needs_maps, record_stage, register_step
+from brainmaps.steps.faithfulness import _write_tsv
+from brainmaps.validation import check_int
+
+__all__ = [
+    "SLOW_METHODS",
+    "cascading_randomisation",
+    "randomisation_scores",
+    "randomisation_stages",
+    "sanity_run",
+]
+
+#: Methods checked only when asked for by name (each map costs minutes per stage).
+SLOW_METHODS = ("occlusion", "meaningful_perturbation")
+#: Subjects per fold of :func:`sanity_run` (the check costs one map per method and stage).
+SUBJECTS_PER_FOLD = 2
+#: Subjects per fold when ``brainmaps report`` / ``analyse_run`` runs the step. The demo's
+#: six gradient-type methods on its 5 folds of 36x44x36 volumes (5 stages of xin2019)
+#: took 5 x 21 s with 1 subject per fold and 5 x 34 s with 2, on two busy CPU cores.
+REPORT_SUBJECTS_PER_FOLD = 1
+
+Explain = Callable[[nn.Module, torch.Tensor], np.ndarray]
+
+
+def _own_parameters(module: nn.Module) -> bool:
+    return any(True for _ in module.parameters(recurse=False))
+
+
+#: Normalisation layers: re-initialised with the layer before them (one stage), since
+#: their ``reset_parameters()`` is not random (scale 1, shift 0, running mean 0, var 1).
+_NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+
+
+def randomisation_stages(model: nn.Module, x: torch.Tensor) -> list[tuple[str, ...]]:
+    """The layers to randomise, grouped by stage, in the order the forward pass runs.
+
+    A layer is a module with parameters of its own and a ``reset_parameters()``
+    (convolution, linear, normalisation). Each stage is one layer with weights and the
+    normalisation layers that follow it (Adebayo et al. randomise Inception-v3 block by
+    block, each block with its batch normalisation). Modules with parameters but no way
+    to re-initialise them stay trained, with a warning.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    x : torch.Tensor
+        An input ``(N, C, X, Y, Z)`` on the model's device (its first item is traced, in
+        eval mode).
+
+    Returns
+    -------
+    list of tuple of str
+        Module names of each stage, input side first.
+    """
+    names = {m: n for n, m in model.named_modules() if _own_parameters(m)}
+    called: list[nn.Module] = []
+    handles = [m.register_forward_hook(lambda m, i, o: called.append(m)) for m in names]
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(x[:1])
+    finally:
+        for handle in handles:
+            handle.remove()
+        for m, mode in modes:
+            m.training = mode
+    order = list(dict.fromkeys(called))
+    fixed = [names[m] for m in order if not callable(getattr(m, "reset_parameters", None))]
+    if fixed:
+        warnings.warn(
+            f"layers {fixed} have parameters but no reset_parameters(); the sanity check "
+            "leaves them trained.",
+            BrainmapsWarning,
+            stacklevel=2,
+        )
+    stages: list[list[str]] = []
+    for m in order:
+        if callable(getattr(m, "reset_parameters", None)):
+            if isinstance(m, _NORMS) and stages:
+                stages[-1].append(names[m])
+            else:
+                stages.append([names[m]])
+    return [tuple(s) for s in stages]
+
+
+def cascading_randomisation(
+    model: nn.Module, stages: Sequence[str | Sequence[str]], random_state=0
+):
+    """Yield ``(stage, layers, model)``: the last ``stage`` stages re-initialised.
+
+    Stage 1 re-initialises the last entry of ``stages`` (the output layer), stage 2 also
+    the one before it, down to the first. Each layer is reset by its own
+    ``reset_parameters()`` (PyTorch's default initialisation; BatchNorm also forgets its
+    running statistics) on a CPU copy, under a seed drawn from ``random_state`` and the
+    stage, so the random weights do not depend on the device or on the global RNG.
+    ``model`` is left as it was; the yielded model is a copy on its device.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    stages : sequence of str or of sequences of str
+        Module names in forward order, one name or a group per stage
+        (:func:`randomisation_stages`).
+    random_state : int or sequence of int
+
+    Yields
+    ------
+    stage : int
+        How many stages are random.
+    layers : tuple of str
+        The modules re-initialised at this stage.
+    model : torch.nn.Module
+    """
+    device = next(model.parameters()).device
+    randomised = copy.deepcopy(model).cpu()
+    modules = dict(randomised.named_modules())
+    entropy = [int(v) for v in np.atleast_1d(random_state)]
+    groups = [(g,) if isinstance(g, str) else tuple(g) for g in stages]
+    for stage, group in enumerate(reversed(groups), start=1):
+        seed = int(np.random.SeedSequence([*entropy, stage]).generate_state(1)[0])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            for name in group:
+                modules[name].reset_parameters()
+        yield stage, group, copy.deepcopy(randomised).to(device)
+
+
+def randomisation_scores(
+    model: nn.Module,
+    x: torch.Tensor,
+    explain: Explain,
+    *,
+    mask: np.ndarray | None = None,
+    stages: Sequence[str | Sequence[str]] | None = None,
+    random_state=0,
+) -> pd.DataFrame:
+    """Scores of the maps of each cascade stage against the trained model's maps.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The trained model (not changed).
+    x : torch.Tensor
+        Inputs ``(N, C, X, Y, Z)`` on the model's device.
+    explain : callable
+        ``explain(model, x) -> (N, X, Y, Z)`` NumPy maps; it must explain the same
+        output unit at every stage (fix the targets with the trained model).
+    mask : numpy.ndarray, optional
+        Brain voxels to compare (default: all).
+    stages : sequence, optional
+        Layers to randomise, in forward order, one name or a group of names per stage
+        (default :func:`randomisation_stages`).
+    random_state : int or sequence of int
+        Seed of the random weights.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``sample, stage, layer, spearman_abs, spearman, ssim``: one row per input and
+        stage (``stage`` stages randomised, from the output down; ``layer`` names the
+        modules added at that stage, joined by ``+``).
+    """
+    stages = list(randomisation_stages(model, x) if stages is None else stages)
+    if not stages:
+        raise ConfigError(f"{type(model).__name__} has no layer with reset_parameters().")
+    original = np.asarray(explain(model, x))
+    rows = []
+    for stage, group, randomised in cascading_randomisation(model, stages, random_state):
+        maps = np.asarray(explain(randomised, x))
+        name = "+".join(group)
+        for i in range(len(x)):
+            scores = map_similarity(original[i], maps[i], mask)
+            rows.append({"sample": i, "stage": stage, "layer": name, **scores})
+    return pd.DataFrame(rows)
+
+
+def _sample(run: RunFolder, rows: np.ndarray, n: int, seed: Sequence[int]) -> np.ndarray:
+    """Up to ``n`` of ``rows``: a seeded shuffle, then the classes taken in turn."""
+    rows = np.random.default_rng(list(seed)).permutation(rows)
+    if n >= len(rows) or not run.task.is_classification:
+        return np.sort(rows[:n])
+    labels = run.labels[rows]
+    rank = np.zeros(len(rows), dtype=int)
+    for c in np.unique(labels):
+        rank[labels == c] = np.arange(int((labels == c).sum()))
+    return np.sort(rows[np.lexsort((labels, rank))[:n]])
+
+
+def _methods(run: RunFolder, methods: Sequence[str] | None) -> list[str]:
+    if methods:
+        methods = list(dict.fromkeys(methods))
+        for m in methods:
+            get_method(m)  # an unknown name fails here, with the known ones
+        return methods
+    return _default_methods(list_map_methods(run))
+
+
+def _settings(run: RunFolder, method: str) -> dict:
+    """Target and options of the method's maps (``stages/explain-<m>.yaml``)."""
+    record = read_stage(run.layout.stage_record(f"explain-{method}")) or {}
+    options = record.get("options") or {}
+    opts = dict(options.get("options") or {})
+    unknown = sorted(set(opts) - set(method_options(method)))
+    if unknown:
+        raise ConfigError(
+            f"{run.layout.stage_record(f'explain-{method}')} holds options {unknown} that "
+            f"{method} does not accept; explain the run again."
+        )
+    return {"target": options.get("target", "predicted"), "options": opts}
+
+
+def _targets(run: RunFolder, model: nn.Module, x: torch.Tensor, rows, target) -> torch.Tensor:
+    """The output unit each map explains, fixed with the trained model."""
+    if not run.task.is_classification:
+        return torch.zeros(len(rows), dtype=torch.long)
+    if target == "predicted":
+        with torch.no_grad():
+            return model.eval()(x).argmax(dim=1).cpu()
+    if target == "true":
+        return torch.as_tensor(run.labels[rows], dtype=torch.long)
+    index = run.classes.index(target) if target in run.classes else int(target)
+    return torch.full((len(rows),), index, dtype=torch.long)
+
+
+def _explainer(method: str, options: dict, targets: torch.Tensor, batch_size: int) -> Explain:
+    def explain(model: nn.Module, x: torch.Tensor) -> np.ndarray:
+        maps = []
+        for s in range(0, len(x), batch_size):
+            t = targets[s : s + batch_size].to(x.device)
+            m = create_method(method, model, **options).attribute(x[s : s + batch_size], t)
+            maps.append(m.float().cpu().numpy())
+        return np.concatenate(maps)
+
+    return explain
+
+
+def sanity_run(
+    run_dir: str | os.PathLike | RunFolder,
+    methods: Sequence[str] | None = None,
+    *,
+    subjects_per_fold: int = SUBJECTS_PER_FOLD,
+    random_state: int = 0,
+    bound: float = SPEARMAN_BOUND,
+    device: str = "auto",
+    batch_size: int = 4,
+    progress: bool = True,
+) -> Path:
+    """Cascading model-parameter randomisation of every method (Adebayo et al. 2018).
+
+    For each fold, a seeded class-balanced sample of its test subjects is explained by
+    the fold model and by copies of it whose layers with parameters are re-initialised
+    from the output down to the input, one more at each stage
+    (:func:`cascading_randomisation`; the random weights are seeded by ``random_state``
+    and the fold, the same for every method). Every map explains the output unit the
+    method's maps explain (its recorded ``target``, resolved with the trained model),
+    with the options recorded in ``stages/explain-<method>.yaml`` (defaults when there
+    is no record), and is compared with the trained model's map inside the brain mask
+    (:func:`brainmaps.analysis.sanity.map_similarity`).
+
+    Parameters
+    ----------
+    run_dir : str, os.PathLike or RunFolder
+        A trained run folder.
+    methods : sequence of str, optional
+        Registered methods (default: those with maps in the run, except the slow
+        :data:`SLOW_METHODS`, which are checked only when named).
+    subjects_per_fold : int
+        Test subjects per fold (classes taken in turn).
+    random_state : int
+        Seed of the sample and of the random weights.
+    bound : float
+        Bound of the pass / fail rule (:func:`brainmaps.analysis.sanity.sanity_summary`).
+    device : {"auto", "cpu", "cuda"}
+    batch_size : int
+        Subjects per call of a method.
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    pathlib.Path
+        ``<run>/analysis/sanity.tsv``: ``method, fold, subject, session, label,
+        explained, stage, layer, spearman_abs, spearman, ssim``, one row per method,
+        subject and stage; ``sanity_summary.tsv`` beside it holds the pass / fail line
+        of each method.
+    """
+    run = open_run(run_dir)
+    methods = _methods(run, methods)
+    if not methods:
+        raise ConfigError(
+            f"no method to check in {run.path}: run 'brainmaps explain' first, or name "
+            f"methods (the slow {', '.join(SLOW_METHODS)} are checked only when named)."
+        )
+    subjects_per_fold = check_int("subjects_per_fold", subjects_per_fold, min=1)
+    batch_size = check_int("batch_size", batch_size, min=1)
+    settings = {m: _settings(run, m) for m in methods}
+    mask = np.asarray(run_brain_mask(run).dataobj) > 0
+    volumes, checkpoints = run.volumes(progress=progress), run.fold_models()
+    dev = resolve_device(device)
+    bar = tqdm(total=run.n_folds * len(methods), desc="sanity", disable=not progress)
+    tables = []
+    for k in range(run.n_folds):
+        rows = _sample(run, run.indices(k, "test"), subjects_per_fold, [random_state, k])
+        model = model_from_checkpoint(checkpoints[k])[0].to(dev).eval()
+        items = VolumeDataset(volumes, rows)
+        x = torch.stack([items[j] for j in range(len(items))]).to(dev)
+        stages = randomisation_stages(model, x)
+        for m in methods:
+            targets = _targets(run, model, x, rows, settings[m]["target"])
+            explain = _explainer(m, settings[m]["options"], targets, batch_size)
+            scores = randomisation_scores(
+                model, x, explain, mask=mask, stages=stages, random_state=[random_state, k]
+            )
+            tables.append(_describe(run, scores, m, k, rows, targets))
+            bar.update(1)
+    bar.close()
+    table = pd.concat(tables, ignore_index=True)
+    return _write(
+        run, table, bound, methods=methods, subjects_per_fold=subjects_per_fold,
+        random_state=random_state, explain=settings,
+    )  # fmt: skip
+
+
+def _describe(run: RunFolder, scores: pd.DataFrame, method: str, fold: int, rows, targets):
+    """Scores with the method, fold and subject columns in front."""
+    sample = scores.pop("sample").to_numpy()
+    info = run.table.iloc[np.asarray(rows)[sample]]
+    names = [run.classes[int(t)] for t in targets] if run.task.is_classification else None
+    front = pd.DataFrame(
+        {
+            "method": method,
+            "fold": fold,
+            "subject": info["subject"].astype(str).to_numpy(),
+            "session": info["session"].astype(str).to_numpy(),
+            "label": info["label"].to_numpy(),
+            "explained": [names[i] for i in sample] if names else "output",
+        }
+    )
+    return pd.concat([front, scores.reset_index(drop=True)], axis=1)
+
+
+def _write(run: RunFolder, table: pd.DataFrame, bound: float, **options) -> Path:
+    out = run.layout.analysis("sanity")
+    _write_tsv(table, out)
+    _write_tsv(sanity_summary(table, bound), run.layout.analysis("sanity_summary"))
+    record_stage(run, "sanity", bound=bound, **options)
+    return out
+
+
+def _compute(run: RunFolder, methods: list[str], options: dict) -> Path:
+    return sanity_run(
+        run,
+        _default_methods(methods),
+        subjects_per_fold=options.get("sanity_subjects", REPORT_SUBJECTS_PER_FOLD),
+        device=options.get("device", "auto"),
+        progress=options.get("progress", True),
+    )
+
+
+def _default_methods(methods: Sequence[str]) -> list[str]:
+    """The methods the report's step checks: registered ones, the slow ones left out."""
+    known = set(list_methods())
+    return [m for m in methods if m in known and m not in SLOW_METHODS]
+
+
+def _skip(run: RunFolder, methods: list[str], options: dict) -> str | None:
+    reason = needs_maps(run, methods, options)
+    if reason is None and not _default_methods(methods):
+        return (
+            f"only slow methods have maps; run 'brainmaps sanity {run.path} --methods "
+            f"{','.join(methods)}' to check them"
+        )
+    return reason
+
+
+STEP = register_step(
+    Step(
+        name="sanity",
+        order=45,
+        command="brainmaps sanity",
+        output=lambda run, options: run.layout.analysis("sanity"),
+        compute=_compute,
+        skip=_skip,
+    )
+)

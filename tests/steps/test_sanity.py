@@ -1,0 +1,241 @@
+"""Model-parameter randomisation (Adebayo et al. 2018): scores, cascade, rule and step."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from scipy import ndimage
+from torch import nn
+
+from brainmaps.analysis.sanity import (
+    SPEARMAN_BOUND,
+    display_scale,
+    rank_correlation,
+    sanity_summary,
+    ssim,
+)
+from brainmaps.attribution import AttributionMethod, create_method, register_method
+from brainmaps.attribution import base as attribution_base
+from brainmaps.cli.main import main
+from brainmaps.exceptions import ConfigError
+from brainmaps.reports.analyse import analyse_run
+from brainmaps.run import RunLayout
+from brainmaps.run.folder import open_run
+from brainmaps.steps import explain, get_step
+from brainmaps.steps.sanity import (
+    cascading_randomisation,
+    randomisation_scores,
+    randomisation_stages,
+    sanity_run,
+)
+
+EDGES = "test_input_edges"
+
+
+def _smooth(rng: np.random.Generator, shape) -> np.ndarray:
+    return ndimage.gaussian_filter(rng.standard_normal(shape), 1.5)
+
+
+# -- the scores ---------------------------------------------------------------------------
+def test_rank_correlation_known_values():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((6, 7, 8))
+    mask = a > -0.5
+    assert rank_correlation(a, np.exp(a), mask) == pytest.approx(1.0)
+    assert rank_correlation(a, -a, mask) == pytest.approx(-1.0)
+    assert rank_correlation(a, -a, mask, absolute=True) == pytest.approx(1.0)
+    assert np.isnan(rank_correlation(a, np.zeros_like(a), mask))
+    b = np.where(mask, a, 100.0)  # outside the mask nothing counts
+    assert rank_correlation(a, b, mask) == pytest.approx(1.0)
+
+
+def test_ssim_known_values():
+    a = np.full((12, 12, 12), 0.2)
+    b = np.full((12, 12, 12), 0.6)
+    c1, c2 = 0.01**2, 0.03**2
+    # constant volumes: no variance, so SSIM is the luminance term (Wang et al. eq. 6)
+    expected = (2 * 0.2 * 0.6 + c1) / (0.2**2 + 0.6**2 + c1) * (c2 / c2)
+    assert ssim(a, b) == pytest.approx(expected, rel=1e-9)
+    noise = display_scale(_smooth(np.random.default_rng(1), (12, 12, 12)))
+    assert ssim(noise, noise) == pytest.approx(1.0)
+    assert ssim(noise, noise[::-1]) < 0.5
+
+
+def test_ssim_matches_scikit_image():
+    metrics = pytest.importorskip("skimage.metrics")
+    rng = np.random.default_rng(2)
+    a = display_scale(_smooth(rng, (20, 18, 16)))
+    b = display_scale(a + 0.3 * _smooth(rng, (20, 18, 16)))
+    kwargs = {"data_range": 1.0, "gaussian_weights": True, "sigma": 1.5,
+              "use_sample_covariance": False}  # fmt: skip
+    reference, full = metrics.structural_similarity(a, b, full=True, **kwargs)
+    assert ssim(a, b) == pytest.approx(reference, abs=1e-10)
+    mask = a > 0.3
+    assert ssim(a, b, mask) == pytest.approx(full[mask].mean(), abs=1e-10)
+
+
+def test_display_scale():
+    data = np.linspace(-2, 2, 1000).reshape(10, 10, 10)
+    scaled = display_scale(data, np.abs(data) < 1.5)
+    assert scaled.min() == 0 and scaled.max() == 1
+    assert np.all(scaled[np.abs(data) >= 1.5] == 0)
+    assert np.all(display_scale(np.zeros((4, 4, 4))) == 0)
+
+
+def test_summary_rule():
+    def rows(method, values):
+        return [{"method": method, "fold": 0, "subject": str(i), "stage": s,
+                 "spearman_abs": v if s == 2 else 0.99, "spearman": v, "ssim": 0.5}
+                for i, v in enumerate(values) for s in (1, 2)]  # fmt: skip
+
+    table = pd.DataFrame(
+        rows("changes", [0.1, 0.2, np.nan])  # NaN (constant map) counts as 0
+        + rows("stays", [0.9, 0.95, 0.3])
+        + rows("inverted", [-0.8, -0.9, -0.7])  # |rho|: inverted structure still stays
+    )
+    summary = sanity_summary(table).set_index("method")
+    assert summary["passed"].to_dict() == {"changes": True, "stays": False, "inverted": False}
+    assert summary.loc["changes", "spearman_abs"] == pytest.approx(0.1)
+    assert summary.loc["stays", "spearman_abs"] == pytest.approx(0.9)
+    assert summary["n_subjects"].tolist() == [3, 3, 3]
+    assert summary["n_stages"].tolist() == [2, 2, 2]
+    assert (summary["bound"] == SPEARMAN_BOUND).all()
+    assert sanity_summary(table, bound=0.95).loc[1, "passed"]
+
+
+# -- the cascade on a hand-built model ------------------------------------------------------
+def _model_and_inputs(seed: int = 0):
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Conv3d(1, 4, 3, padding=1), nn.BatchNorm3d(4), nn.ReLU(), nn.MaxPool3d(2),
+        nn.Conv3d(4, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 8**3, 2),
+    ).eval()  # fmt: skip
+    x = _smooth(np.random.default_rng(seed), (3, 1, 16, 16, 16))
+    return model, torch.as_tensor(x, dtype=torch.float32)
+
+
+def _gradient(model, x):
+    target = torch.tensor([0, 1, 0])
+    return create_method("gradient", model, absolute=False).attribute(x, target=target).numpy()
+
+
+def _input_edges(model, x):
+    """A "map" that ignores the weights: the gradient magnitude of the input."""
+    return torch.stack(torch.gradient(x[:, 0], dim=(1, 2, 3))).pow(2).sum(0).sqrt().numpy()
+
+
+def test_stages_follow_the_forward_pass_with_norms_joined():
+    model, x = _model_and_inputs()
+    assert randomisation_stages(model, x) == [("0", "1"), ("4",), ("7",)]
+    stages = [(s, g) for s, g, _ in cascading_randomisation(model, randomisation_stages(model, x))]
+    assert stages == [(1, ("7",)), (2, ("4",)), (3, ("0", "1"))]
+
+
+def test_cascade_is_cumulative_seeded_and_leaves_the_model():
+    model, _ = _model_and_inputs()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    first = list(cascading_randomisation(model, ["0", "4", "7"], random_state=5))
+    again = list(cascading_randomisation(model, ["0", "4", "7"], random_state=5))
+    other = list(cascading_randomisation(model, ["0", "4", "7"], random_state=6))
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    w = [dict(m.state_dict()) for _, _, m in first]
+    assert not torch.equal(w[0]["7.weight"], before["7.weight"])
+    assert torch.equal(w[0]["4.weight"], before["4.weight"])  # stage 1: the output only
+    assert torch.equal(w[1]["7.weight"], w[0]["7.weight"])  # cumulative
+    assert not torch.equal(w[1]["4.weight"], before["4.weight"])
+    assert torch.equal(w[2]["0.weight"], dict(again[2][2].state_dict())["0.weight"])
+    assert not torch.equal(w[2]["0.weight"], dict(other[2][2].state_dict())["0.weight"])
+
+
+def test_randomisation_changes_gradient_maps():
+    model, x = _model_and_inputs(seed=0)
+    scores = randomisation_scores(model, x, _gradient, random_state=0)
+    assert list(scores.columns) == ["sample", "stage", "layer", "spearman_abs", "spearman",
+                                    "ssim"]  # fmt: skip
+    assert len(scores) == 3 * 3
+    # measured over model/input seeds 0-9 (3 inputs each): max |rho| 0.39 after the
+    # output layer alone, 0.09 (|map|), 0.05 (signed) and SSIM 0.14 after all layers
+    first = scores[scores["stage"] == 1]
+    last = scores[scores["stage"] == 3]
+    assert first["spearman_abs"].abs().max() < 0.6
+    assert last["spearman_abs"].abs().max() < 0.25
+    assert last["spearman"].abs().max() < 0.25
+    assert last["ssim"].max() < 0.35
+    assert sanity_summary(scores.assign(method="gradient"))["passed"].item()
+
+
+def test_a_map_that_ignores_the_weights_fails():
+    model, x = _model_and_inputs(seed=0)
+    scores = randomisation_scores(model, x, _input_edges, random_state=0)
+    assert np.allclose(scores[["spearman_abs", "spearman", "ssim"]], 1.0)
+    summary = sanity_summary(scores.assign(method="edges"))
+    assert not summary["passed"].item() and summary["spearman_abs"].item() == pytest.approx(1)
+
+
+# -- the step on the trained tiny run -------------------------------------------------------
+@pytest.fixture
+def input_edges_method():
+    """A registered method whose maps ignore the model: removed from the registry after."""
+
+    @register_method(EDGES)
+    class InputEdges(AttributionMethod):
+        def _attribute(self, x, targets):
+            return torch.stack(torch.gradient(x.sum(1), dim=(1, 2, 3))).pow(2).sum(0).sqrt()
+
+    try:
+        yield EDGES
+    finally:
+        attribution_base._METHODS.pop(EDGES, None)
+
+
+COLUMNS = ["method", "fold", "subject", "session", "label", "explained", "stage", "layer",
+           "spearman_abs", "spearman", "ssim"]  # fmt: skip
+
+
+def test_cli_writes_the_tables(tiny_run, tmp_path, input_edges_method, capsys):
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    explain(run_dir, ["gradient"], options={"gradient": {"absolute": False}}, progress=False)
+    argv = ["sanity", str(run_dir), "--methods", f"gradient,{EDGES}",
+            "--subjects-per-fold", "2", "--seed", "3", "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    assert "sanity checks written to" in capsys.readouterr().out
+    layout, run = RunLayout(run_dir), open_run(run_dir)
+    table = pd.read_csv(layout.analysis("sanity"), sep="\t", dtype={"subject": str})
+    assert list(table.columns) == COLUMNS
+    n_stages = 4  # xin2019: three conv+bn blocks and the linear layer
+    assert len(table) == 2 * run.n_folds * 2 * n_stages
+    assert set(table["stage"]) == set(range(1, n_stages + 1))
+    assert table.loc[table["stage"] == 1, "layer"].unique().tolist() == ["classifier.fc"]
+    for fold, part in table.groupby("fold"):  # test subjects of their own fold, both classes
+        test = set(run.table["subject"].iloc[run.indices(int(fold), "test")].astype(str))
+        assert set(part["subject"]) <= test and part["label"].nunique() == 2
+    summary = pd.read_csv(layout.analysis("sanity_summary"), sep="\t").set_index("method")
+    assert summary.loc[EDGES, "spearman_abs"] == pytest.approx(1.0)
+    assert not summary.loc[EDGES, "passed"]
+    record = yaml.safe_load(layout.stage_record("sanity").read_text())["options"]
+    assert record["methods"] == ["gradient", EDGES]
+    assert record["subjects_per_fold"] == 2 and record["random_state"] == 3
+    assert record["explain"]["gradient"] == {"target": "predicted", "options": {"absolute": False}}
+    assert analyse_run(run_dir, ["sanity"], log=None)["sanity"].startswith("current")
+
+
+def test_step_defaults_and_errors(tiny_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    step, run = get_step("sanity"), open_run(run_dir)
+    assert step.skip(run, [], {}).startswith("no maps")
+    assert "--methods occlusion" in step.skip(run, ["occlusion"], {})
+    assert step.skip(run, ["occlusion", "gradient"], {}) is None
+    with pytest.raises(ConfigError, match="no method to check"):
+        sanity_run(run_dir, progress=False)
+    with pytest.raises(ConfigError, match="unknown attribution method 'nope'"):
+        sanity_run(run_dir, ["nope"], progress=False)
+    with pytest.raises(ConfigError, match="subjects_per_fold: expected an integer"):
+        sanity_run(run_dir, ["gradient"], subjects_per_fold=0, progress=False)
