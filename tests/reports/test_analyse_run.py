@@ -27,7 +27,7 @@ def test_every_step_is_written_then_kept(analysed):
     assert list(first) == list(STEPS)
     assert all(status.startswith("written") for status in first.values()), first
     for name in ("overlap", "localisation", "regions_aal", "faithfulness", "sanity",
-                 "sanity_summary", "masked_eval"):  # fmt: skip
+                 "sanity_summary", "masked_eval", "trust"):  # fmt: skip
         assert (run_dir / "analysis" / f"{name}.tsv").is_file()
     again = analyse_run(run_dir, faithfulness_subjects=6, progress=False, log=None)
     assert all(status.startswith("current") for status in again.values()), again
@@ -47,7 +47,8 @@ def test_changed_maps_make_map_tables_stale(analysed, tmp_path):
 def test_report_has_no_missing_analysis(analysed):
     run_dir, _ = analysed
     html = build_report(run_dir).read_text()
-    for command in ("compare", "regions", "localise", "faithfulness", "sanity", "masked-eval"):
+    for command in ("compare", "regions", "localise", "faithfulness", "sanity", "masked-eval",
+                    "trust"):  # fmt: skip
         assert f"run `brainmaps {command}" not in html, command
 
 

@@ -23,6 +23,7 @@ from brainmaps.reports import build_report, render_report
 from brainmaps.reports import figures as report_figures
 from brainmaps.reports.sections import SECTIONS, dice_matrix, mean_std_table
 from brainmaps.run.folder import open_run
+from brainmaps.steps.trust import trust_run
 
 pytestmark = pytest.mark.filterwarnings("error::brainmaps.exceptions.BrainmapsWarning")
 
@@ -83,9 +84,9 @@ def write_fake_analysis(run_dir: Path, classes=("control", "patient")) -> None:
         for f in np.linspace(0, 1, 11)
     ])  # fmt: skip
     _tsv(out / "faithfulness.tsv", [
-        {"method": m, "mode": mode, "fill": "blur", "auc": 0.3141, "auc_random": 0.5,
+        {"method": m, "mode": mode, "fill": "blur", "auc": auc, "auc_random": 0.5,
          "auc_std": 0.01, "n_subjects": 12}
-        for m in METHODS for mode in ("deletion", "insertion")
+        for m in METHODS for mode, auc in (("deletion", 0.3141), ("insertion", 0.6859))
     ])  # fmt: skip
     _tsv(out / "faithfulness_curves.tsv", [
         {"method": m, "mode": mode, "fraction": f,
@@ -122,6 +123,7 @@ def write_fake_analysis(run_dir: Path, classes=("control", "patient")) -> None:
          f"larger_in_{a}": 2, f"larger_in_{b}": 1}
         for k in ["0", "1", "2", "all"] for feat in ("mean_activation", "entropy")
     ])  # fmt: skip
+    trust_run(run_dir)  # from the tables above: gradient passes, grad_cam fails sanity
 
 
 def write_fake_baselines(run_dir: Path) -> None:
@@ -170,7 +172,7 @@ def test_every_section_is_present_and_computed(full_report):
     for number, title in enumerate(TITLES, start=1):
         assert f"<h2>{number}. {title}</h2>" in html
     assert "Not computed" not in html and "could not be drawn" not in html
-    assert html.count("<section") == len(TITLES) == 11
+    assert html.count("<section") == len(TITLES) == 12
 
 
 def test_every_image_is_an_embedded_png(full_report):
@@ -208,6 +210,12 @@ def test_tables_hold_the_values_written(full_report):
     flagged = re.findall(r'<tr class="flag">(.*?)</tr>', sanity, flags=re.DOTALL)
     assert len(flagged) == 1 and "grad_cam" in flagged[0] and "0.8765" in flagged[0]
     assert "0.1234" in sanity and "Adebayo" in sanity
+    trust = _section(html, "trust")
+    flagged = re.findall(r'<tr class="flag">(.*?)</tr>', trust, flags=re.DOTALL)
+    assert len(flagged) == 1 and "grad_cam" in flagged[0] and ">fails<" in flagged[0]
+    assert "sanity failed (|rho| 0.88 &gt; 0.5)" in flagged[0]
+    assert ">passes<" in trust and "0.314 (0.5)" in trust and "0.9137" in trust
+    assert "ROAR not measured" in trust
     masked = _section(html, "masked_eval")
     assert "0.850 ± 0.050" in masked and "conjoined 0.82" in masked
     assert "larger_in_patient" in _section(html, "first_layer")
@@ -230,7 +238,8 @@ def test_missing_inputs_give_not_computed_notes(tiny_run, tmp_path):
     html = render_report(run_dir)
     for number, title in enumerate(TITLES, start=1):
         assert f"<h2>{number}. {title}</h2>" in html
-    for key, command in [("maps", "brainmaps explain"), ("overlap", "brainmaps compare"),
+    for key, command in [("maps", "brainmaps explain"), ("trust", "brainmaps trust"),
+                         ("overlap", "brainmaps compare"),
                          ("regions", "brainmaps regions"),
                          ("faithfulness", "brainmaps faithfulness"),
                          ("sanity", "brainmaps sanity"),

@@ -28,6 +28,7 @@ from brainmaps.cli import (
     sanity,
     synth,
     train,
+    trust,
 )
 from brainmaps.exceptions import BrainmapsError, BrainmapsWarning
 
@@ -46,6 +47,7 @@ _COMMANDS = (
     sanity,
     masked_eval,
     first_layer,
+    trust,
     baseline,
     morphometry,
     report,

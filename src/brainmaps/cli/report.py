@@ -17,8 +17,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "report",
         help="write the self-contained HTML report of a run (RUN/report.html)",
         description="Render what the run folder holds (metrics, ROC curves, baselines, "
-        "class-mean maps, overlap, atlas regions, localisation, faithfulness, "
-        "mask-restricted re-evaluation, first-layer statistics) into one HTML file with "
+        "class-mean maps, the per-method trust table, overlap, atlas regions, "
+        "localisation, faithfulness, sanity checks, mask-restricted re-evaluation, "
+        "first-layer statistics) into one HTML file with "
         "every figure embedded; it opens offline. First computes every analysis whose "
         "table is missing or older than the maps (--no-analyse renders only what is "
         "there); sections whose inputs are missing name the command that computes them.",

@@ -3,7 +3,7 @@
 ``brainmaps report`` and the demo call :func:`analyse_run` before rendering, so a report
 always shows current tables; each step can also be run alone with its own command
 (``compare``, ``localise``, ``regions``, ``faithfulness``, ``sanity``,
-``masked-eval``, ``first-layer``).
+``masked-eval``, ``first-layer``, ``trust``).
 """
 
 from __future__ import annotations

@@ -92,7 +92,8 @@ def build_report(
     """Build the self-contained HTML report of a run folder.
 
     Sections, in order: summary, performance (metrics, ROC curves, baselines), class-mean
-    maps of every method (MNI152 ortho slices and glass brains), overlap between methods
+    maps of every method (MNI152 ortho slices and glass brains), the trust table (each
+    method's checks and verdict, failing methods in red), overlap between methods
     (Dice matrices), atlas regions, localisation, faithfulness, mask-restricted
     re-evaluation, first-layer statistics, and the list of files. Only what is already
     in the run folder is shown.

@@ -23,6 +23,7 @@ import pandas as pd
 from brainmaps import __version__
 from brainmaps.analysis.maps import as_img, class_mean_maps, list_map_methods, run_brain_mask
 from brainmaps.analysis.overlap import pair_matrix as dice_matrix
+from brainmaps.analysis.trust import LOCALISATION_BOUND, LOCALISATION_CHANCE
 from brainmaps.exceptions import BrainmapsError, BrainmapsWarning
 from brainmaps.reports import figures
 from brainmaps.run.folder import RunFolder, open_run
@@ -243,6 +244,57 @@ def _maps(run: RunFolder) -> list[dict] | None:
     return blocks
 
 
+def _versus(value, other) -> str:
+    """``"value (other)"`` with 3 decimals; a dash when the value is not measured."""
+    if not np.isfinite(value):
+        return "–"
+    return f"{value:.3f} ({other:.3g})" if np.isfinite(other) else f"{value:.3f}"
+
+
+_CHECK_READINGS = ("localisation", "deletion", "insertion", "sanity", "roar", "cost")
+
+
+def _trust(run: RunFolder) -> list[dict] | None:
+    path = run.layout.analysis("trust")
+    if not path.is_file():
+        return None
+    df = _read(path)
+    pairs = {
+        "deletion AUC (random)": ("deletion_auc", "deletion_auc_random"),
+        "insertion AUC (random)": ("insertion_auc", "insertion_auc_random"),
+        "sanity |rho| (bound)": ("sanity_spearman_abs", "sanity_bound"),
+    }
+    shown = df[["method", "verdict", "localisation_auc"]].rename(
+        columns={"localisation_auc": "localisation AUC"}
+    )
+    for name, (value, other) in pairs.items():
+        shown[name] = [
+            _versus(float(v), float(o)) for v, o in zip(df[value], df[other], strict=True)
+        ]
+    shown["ROAR drop vs random"] = df["roar_drop"]
+    shown["s / map"] = df["seconds_per_map"]
+    shown["reading"] = df["reading"]
+    caption = (
+        "What the run's checks found about each method: localisation AUC against the "
+        f"planted mask above {LOCALISATION_BOUND:g} (chance {LOCALISATION_CHANCE:g}); "
+        "deletion area below and insertion area above a random ranking's; sanity median "
+        "|Spearman| after full model randomisation at most its bound; ROAR accuracy drop "
+        "larger than random removal's. A method fails (red) when any measured check fails; "
+        f"{path.name} holds each check's reading."
+    )
+    blocks = [table(shown, caption, flags=[v == "fails" for v in df["verdict"]])]
+    readings = [str(r) for c in _CHECK_READINGS for r in df.get(f"{c}_reading", [])]
+    todo = dict.fromkeys(
+        cmd
+        for r in readings
+        if r.startswith("not measured:")
+        for cmd in re.findall(r"`([^`]+)`", r)
+    )
+    if todo:
+        blocks.append(block("note", "Not measured yet: " + "; ".join(f"`{c}`" for c in todo)))
+    return blocks
+
+
 def _overlap(run: RunFolder) -> list[dict] | None:
     path = run.layout.analysis("overlap")
     if not path.is_file():
@@ -403,6 +455,7 @@ SECTIONS: tuple[tuple[str, str, Callable, str], ...] = (
     ("summary", "Summary", _summary, "brainmaps train"),
     ("performance", "Performance", _performance, "brainmaps train"),
     ("maps", "Attribution maps", _maps, "brainmaps explain"),
+    ("trust", "Trust: what the checks found per method", _trust, "trust"),
     ("overlap", "Overlap between methods", _overlap, "compare"),
     ("regions", "Atlas regions", _regions, "regions"),
     ("localisation", "Localisation of the planted effect", _localisation, "localise"),

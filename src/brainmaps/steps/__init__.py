@@ -1,7 +1,8 @@
 """Steps run on a run folder: each described once and recorded with its options.
 
 ``explain`` computes the maps; the analysis steps (``compare``, ``localise``,
-``regions``, ``faithfulness``, ``sanity``, ``masked_eval``, ``first_layer``) are registered
+``regions``, ``faithfulness``, ``sanity``, ``masked_eval``, ``first_layer``, and
+``trust``, which gathers their verdicts per method) are registered
 :class:`~brainmaps.steps.base.Step` objects, in the order :func:`list_steps` gives, which
 ``brainmaps report`` and :func:`brainmaps.reports.analyse.analyse_run` iterate. Each
 writes ``stages/<name>.yaml`` with the options that made its outputs (see
@@ -16,6 +17,7 @@ from brainmaps.steps import (
     masked_eval,
     regions,
     sanity,
+    trust,
 )
 from brainmaps.steps.base import Step, get_step, list_steps, register_step, run_step
 from brainmaps.steps.explain import explain
@@ -34,4 +36,5 @@ __all__ = [
     "register_step",
     "run_step",
     "sanity",
+    "trust",
 ]
