@@ -204,3 +204,47 @@ def test_progress_bar_is_labelled(capsys):
     run(tiny_model(), volumes, labels, np.arange(4), [4, 5], epochs=1, progress=True,
         desc="fold 1/3")  # fmt: skip
     assert "fold 1/3" in capsys.readouterr().err
+
+
+def bn_first_model():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.BatchNorm3d(1), torch.nn.Flatten(), torch.nn.Linear(64, 2))
+
+
+@pytest.mark.parametrize("val_idx", [np.arange(12, 16), []])
+def test_bn_recalibration_sets_running_stats_to_training_batch_statistics(val_idx):
+    # BatchNorm is the first layer, so its input is the volumes themselves: after
+    # recalibration its running statistics are the mean over the training batches (in
+    # order, 4 volumes each) of the batch mean and of the unbiased batch variance
+    rng = np.random.default_rng(0)
+    volumes = list(rng.normal(2.0, 3.0, (16, 4, 4, 4)).astype(np.float32))
+    labels = np.arange(16) % 2
+    models, histories = {}, {}
+    for flag in (True, False):
+        models[flag] = bn_first_model()
+        result = run(models[flag], volumes, labels, np.arange(12), val_idx, epochs=2,
+                     bn_recalibration=flag)  # fmt: skip
+        histories[flag] = result.history
+    batches = np.stack(volumes[:12]).astype(np.float64).reshape(3, -1)
+    bn = models[True][0]
+    assert bn.running_mean.item() == pytest.approx(batches.mean(axis=1).mean(), rel=1e-5)
+    assert bn.running_var.item() == pytest.approx(batches.var(axis=1, ddof=1).mean(), rel=1e-5)
+    # without it: a moving average (momentum 0.1) from 0 that is still far from 2
+    assert models[False][0].running_mean.item() < 1.0
+    # training is the same either way: only the statistics used in eval mode change
+    assert histories[True]["train_loss"].equals(histories[False]["train_loss"])
+
+
+def test_bn_recalibration_leaves_training_and_random_state_unchanged():
+    volumes, labels = cube_volumes(n=12)
+    results = {}
+    for flag in (True, False):
+        torch.manual_seed(5)
+        results[flag] = (run(tiny_model(), volumes, labels, np.arange(12), [], epochs=3,
+                             bn_recalibration=flag), torch.rand(1))  # fmt: skip
+    (new, after_new), (old, after_old) = results[True], results[False]
+    assert torch.equal(after_new, after_old)
+    assert new.history["train_loss"].equals(old.history["train_loss"])  # dropout draws kept
+    for key, value in new.state_dict.items():  # same weights, other BatchNorm statistics
+        statistic = key.endswith(("running_mean", "running_var", "num_batches_tracked"))
+        assert torch.equal(value, old.state_dict[key]) is not statistic, key

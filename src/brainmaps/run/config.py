@@ -144,6 +144,10 @@ class TrainingConfig:
         Fraction of each training fold held out to pick the best epoch (0 keeps the last).
     amp : bool
         Automatic mixed precision on CUDA (ignored on CPU).
+    bn_recalibration : bool
+        Recompute the BatchNorm running statistics over the training volumes before each
+        validation ("precise BN"), so the epoch is picked, and the model kept, as it
+        predicts in eval mode; False keeps training's moving averages (brainmaps <= 0.3).
 
     Notes
     -----
@@ -158,6 +162,7 @@ class TrainingConfig:
     seed: int = 42
     val_fraction: float = 0.1
     amp: bool = True
+    bn_recalibration: bool = True
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):

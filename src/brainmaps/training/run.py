@@ -263,6 +263,7 @@ def _train_fold(config, cohort, volumes, roles, k: int, layout: RunLayout) -> No
         seed=t.seed + k,
         device=execution.device,
         amp=t.amp,
+        bn_recalibration=t.bn_recalibration,
         progress=execution.progress,
         num_workers=execution.num_workers,
         desc=f"fold {k + 1}/{int(roles['fold'].max()) + 1}",
