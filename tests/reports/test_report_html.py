@@ -118,6 +118,13 @@ def write_fake_analysis(run_dir: Path, classes=("control", "patient")) -> None:
                     "n_test": 10, "accuracy": acc, "balanced_accuracy": acc, "roc_auc": 0.9,
                 })  # fmt: skip
     _tsv(out / "masked_eval.tsv", masked)
+    for mode, (acc, rnd) in {"roar": (0.6123, 0.8), "kar": (0.85, 0.7)}.items():
+        _tsv(out / f"{mode}.tsv", [
+            {"method": m, "mode": mode, "fraction": f, "accuracy": a, "accuracy_random": r,
+             "roc_auc": a, "roc_auc_random": r, "accuracy_std": 0.05, "n_folds": 2,
+             "folds": "0,1", "seeds": "0", "epochs": 5}
+            for m in METHODS for f, a, r in ((0.0, 0.9, 0.9), (0.5, acc, rnd), (0.9, acc, rnd))
+        ])  # fmt: skip
     _tsv(out / "first_layer_summary.tsv", [
         {"fold": k, "feature": feat, "n_filters": 8, "n_significant": 3,
          f"larger_in_{a}": 2, f"larger_in_{b}": 1}
@@ -172,15 +179,15 @@ def test_every_section_is_present_and_computed(full_report):
     for number, title in enumerate(TITLES, start=1):
         assert f"<h2>{number}. {title}</h2>" in html
     assert "Not computed" not in html and "could not be drawn" not in html
-    assert html.count("<section") == len(TITLES) == 12
+    assert html.count("<section") == len(TITLES) == 13
 
 
 def test_every_image_is_an_embedded_png(full_report):
     _, html = full_report
     sources = img_sources(html)
     # ROC, baseline importance, 2 methods' maps, Dice, localisation ROC, faithfulness,
-    # sanity (cascading randomisation)
-    assert len(sources) == 8
+    # sanity (cascading randomisation), ROAR / KAR accuracy
+    assert len(sources) == 9
     for src in sources:
         assert src.startswith("data:image/png;base64,")
         data = base64.b64decode(src.split(",", 1)[1], validate=True)
@@ -215,9 +222,13 @@ def test_tables_hold_the_values_written(full_report):
     assert len(flagged) == 1 and "grad_cam" in flagged[0] and ">fails<" in flagged[0]
     assert "sanity failed (|rho| 0.88 &gt; 0.5)" in flagged[0]
     assert ">passes<" in trust and "0.314 (0.5)" in trust and "0.9137" in trust
-    assert "ROAR not measured" in trust
+    assert "ROAR drop +0.19 beyond random" in trust
     masked = _section(html, "masked_eval")
     assert "0.850 ± 0.050" in masked and "conjoined 0.82" in masked
+    roar = _section(html, "roar")
+    assert "0.6123" in roar and "Hooker" in roar and "(5 epochs)" in roar
+    flagged = re.findall(r'<tr class="flag">(.*?)</tr>', roar, flags=re.DOTALL)
+    assert flagged == []  # ROAR below random, KAR above it: every row as a good map's
     assert "larger_in_patient" in _section(html, "first_layer")
     assert "maps/gradient/sub-*.nii.gz" not in html  # no subject maps were written
     assert "analysis/regions_aal.tsv" in _section(html, "files")
@@ -244,6 +255,7 @@ def test_missing_inputs_give_not_computed_notes(tiny_run, tmp_path):
                          ("faithfulness", "brainmaps faithfulness"),
                          ("sanity", "brainmaps sanity"),
                          ("masked_eval", "brainmaps masked-eval"),
+                         ("roar", "brainmaps roar"),
                          ("first_layer", "brainmaps first-layer")]:  # fmt: skip
         assert f"Not computed — run <code>{command} " in _section(html, key)
     assert "Baselines not computed" in html

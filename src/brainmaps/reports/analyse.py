@@ -3,7 +3,8 @@
 ``brainmaps report`` and the demo call :func:`analyse_run` before rendering, so a report
 always shows current tables; each step can also be run alone with its own command
 (``compare``, ``localise``, ``regions``, ``faithfulness``, ``sanity``,
-``masked-eval``, ``first-layer``, ``trust``).
+``masked-eval``, ``roar``, ``first-layer``, ``trust``). ``roar`` retrains models, so its
+``skip`` always answers here with the command that runs it.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ __all__ = [
     "plot_faithfulness",
     "plot_localisation_roc",
     "plot_regression",
+    "plot_roar",
     "plot_roc",
     "plot_sanity",
 ]
@@ -424,5 +425,42 @@ def plot_sanity(scores: pd.DataFrame, bound: float | None = None, dpi: int = DPI
         ax.set(xlabel="randomised down to", ylabel=f"median {column}", title=title)
         ax.set_ylim(min(-0.05, ax.get_ylim()[0]), 1.05)
     axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return figure_to_png(fig, dpi)
+
+
+def plot_roar(tables: Mapping[str, pd.DataFrame], dpi: int = DPI) -> bytes:
+    """Accuracy of the retrained models against the fraction replaced, one panel per mode.
+
+    Parameters
+    ----------
+    tables : mapping of str to pandas.DataFrame
+        Mode (``"roar"``, ``"kar"``) -> its table (``method``, ``fraction``,
+        ``accuracy``, ``accuracy_random``; ``accuracy_std`` draws a band). The random
+        ranking (the mean of ``accuracy_random`` over the methods) is dashed grey.
+    dpi : int
+
+    Returns
+    -------
+    bytes
+        PNG.
+    """
+    titles = {"roar": "ROAR: top of the ranking replaced", "kar": "KAR: bottom replaced"}
+    fig = Figure(figsize=(5.0 * max(1, len(tables)), 4.0))
+    axes = fig.subplots(1, max(1, len(tables)), squeeze=False)[0]
+    for ax, (mode, table) in zip(axes, tables.items(), strict=False):
+        for method, rows in table.groupby("method", sort=True):
+            rows = rows.sort_values("fraction")
+            f, acc = rows["fraction"].to_numpy(float), rows["accuracy"].to_numpy(float)
+            (line,) = ax.plot(f, acc, marker="o", label=str(method))
+            if "accuracy_std" in rows:
+                std = np.nan_to_num(rows["accuracy_std"].to_numpy(float))
+                ax.fill_between(f, acc - std, acc + std, color=line.get_color(), alpha=0.15)
+        rnd = table.groupby("fraction")["accuracy_random"].mean().sort_index()
+        ax.plot(rnd.index, rnd.to_numpy(), ls="--", color="grey", lw=1.5, marker=".",
+                label="random")  # fmt: skip
+        ax.set(xlabel="fraction of brain voxels replaced", ylabel="test accuracy (retrained)")
+        ax.set(title=titles.get(mode, mode), xlim=(-0.02, 1.0), ylim=(0, 1.02))
+        ax.legend(fontsize=8)
     fig.tight_layout()
     return figure_to_png(fig, dpi)

@@ -95,7 +95,8 @@ def build_report(
     maps of every method (MNI152 ortho slices and glass brains), the trust table (each
     method's checks and verdict, failing methods in red), overlap between methods
     (Dice matrices), atlas regions, localisation, faithfulness, mask-restricted
-    re-evaluation, first-layer statistics, and the list of files. Only what is already
+    re-evaluation, remove and retrain (ROAR / KAR), first-layer statistics, and the list
+    of files. Only what is already
     in the run folder is shown.
 
     Parameters

@@ -27,6 +27,7 @@ from brainmaps.analysis.trust import LOCALISATION_BOUND, LOCALISATION_CHANCE
 from brainmaps.exceptions import BrainmapsError, BrainmapsWarning
 from brainmaps.reports import figures
 from brainmaps.run.folder import RunFolder, open_run
+from brainmaps.run.stages import read_stage
 from brainmaps.steps import get_step, list_steps
 
 __all__ = ["SECTIONS", "collect_sections", "dice_matrix", "mean_std_table"]
@@ -428,6 +429,63 @@ def _masked_eval(run: RunFolder) -> list[dict] | None:
     return [table(summary, caption)]
 
 
+_ROAR_COLUMNS = ["method", "mode", "fraction", "accuracy", "accuracy_random", "roc_auc",
+                 "roc_auc_random", "n_folds"]  # fmt: skip
+
+
+def _roar_flags(df: pd.DataFrame) -> list[bool]:
+    """Rows where the map does no better than random: ROAR accuracy not below random's,
+    KAR accuracy not above it (fraction 0, the reference, is never flagged)."""
+    acc, rnd = df["accuracy"].astype(float), df["accuracy_random"].astype(float)
+    worse = np.where(df["mode"].astype(str) == "kar", acc <= rnd, acc >= rnd)
+    return list((df["fraction"].astype(float) > 0) & worse)
+
+
+def _own_accuracy(run: RunFolder, df: pd.DataFrame) -> str:
+    """The run's own test accuracy on the retrained folds (``metrics.tsv``)."""
+    if not run.layout.metrics.is_file() or "folds" not in df:
+        return ""
+    folds = {f for text in df["folds"].astype(str) for f in text.split(",")}
+    metrics = _read(run.layout.metrics)
+    own = pd.to_numeric(metrics.loc[metrics["fold"].astype(str).isin(folds), "accuracy"])
+    return f" The run's own models score {own.mean():.3f} on these folds." if len(own) else ""
+
+
+def _roar_fill(run: RunFolder) -> str:
+    """What replaced voxels became and how they were ranked (``stages/roar.yaml``)."""
+    options = (read_stage(run.layout.stage_record("roar")) or {}).get("options") or {}
+    fill = options.get("fill", "train_mean")
+    fill = "the fold's per-voxel training mean" if fill == "train_mean" else f"the {fill} fill"
+    if options.get("ranking") == "fold_mean":
+        return f"ranked by the fold's mean map, were replaced by {fill}"
+    return f"ranked by each volume's own map, were replaced by {fill}"
+
+
+def _roar(run: RunFolder) -> list[dict] | None:
+    tables = {m: run.layout.analysis(m) for m in ("roar", "kar")}
+    found = {m: _read(p) for m, p in tables.items() if p.is_file()}
+    found = {m: df.assign(mode=df.get("mode", m)) for m, df in found.items() if len(df)}
+    if not found:
+        return None
+    df = pd.concat(found.values(), ignore_index=True)
+    epochs = ", ".join(sorted({str(e) for e in df.get("epochs", [])}))
+    caption = (
+        "Remove and retrain (Hooker et al. 2019): a model is trained from scratch on "
+        f"volumes whose top (ROAR) or bottom (KAR) brain voxels, {_roar_fill(run)}, and "
+        "tested on volumes modified the same way; a random ranking is the control. A "
+        "faithful map makes ROAR accuracy fall below random's and keeps KAR accuracy "
+        "above it (red: not). Fraction 0 is the unmodified retrain"
+        + (f" ({epochs} epochs)." if epochs else ".")
+        + _own_accuracy(run, df)
+        + " The mask-restricted re-evaluation beside it (Kan et al.) does not retrain: "
+        "its drop mixes lost information with inputs the model never saw."
+    )
+    png = figures.plot_roar(found)
+    shown = df[[c for c in _ROAR_COLUMNS if c in df]]
+    return [figure(png, "Test accuracy of the retrained models."),
+            table(shown, caption, flags=_roar_flags(df))]  # fmt: skip
+
+
 def _first_layer(run: RunFolder) -> list[dict] | None:
     path = run.layout.analysis("first_layer_summary")
     if not path.is_file():
@@ -462,6 +520,7 @@ SECTIONS: tuple[tuple[str, str, Callable, str], ...] = (
     ("faithfulness", "Faithfulness", _faithfulness, "faithfulness"),
     ("sanity", "Sanity checks: model randomisation", _sanity, "sanity"),
     ("masked_eval", "Mask-restricted re-evaluation", _masked_eval, "masked_eval"),
+    ("roar", "Remove and retrain (ROAR / KAR)", _roar, "roar"),
     ("first_layer", "First-layer statistics", _first_layer, "first_layer"),
     ("files", "Files", _files, "brainmaps train"),
 )

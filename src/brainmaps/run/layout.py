@@ -23,7 +23,8 @@ No other module spells a run-folder path: writers and readers ask a :class:`RunL
       analysis/<table>.tsv        overlap, regions_<atlas>, localisation, faithfulness, ...
       analysis/sanity.tsv         model-randomisation scores per method, subject and stage;
                                   sanity_summary.tsv: pass / fail per method
-      analysis/roar.tsv           remove-and-retrain accuracy per method and fraction
+      analysis/roar.tsv           remove-and-retrain accuracy per method and fraction;
+                                  kar.tsv: keep and retrain; roar_folds.tsv: per model
       analysis/trust.tsv          per method: every check, its reading, and a verdict
       baselines/<table>.tsv       metrics, predictions, params, comparison, importances_<m>
       stages/<stage>.yaml         which options made each stage's outputs (with their hash)

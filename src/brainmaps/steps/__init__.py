@@ -1,8 +1,9 @@
 """Steps run on a run folder: each described once and recorded with its options.
 
 ``explain`` computes the maps; the analysis steps (``compare``, ``localise``,
-``regions``, ``faithfulness``, ``sanity``, ``masked_eval``, ``first_layer``, and
-``trust``, which gathers their verdicts per method) are registered
+``regions``, ``faithfulness``, ``sanity``, ``masked_eval``, ``roar`` (remove and
+retrain: run only on request, never by the report), ``first_layer``, and ``trust``,
+which gathers their verdicts per method) are registered
 :class:`~brainmaps.steps.base.Step` objects, in the order :func:`list_steps` gives, which
 ``brainmaps report`` and :func:`brainmaps.reports.analyse.analyse_run` iterate. Each
 writes ``stages/<name>.yaml`` with the options that made its outputs (see
@@ -16,6 +17,7 @@ from brainmaps.steps import (
     localise,
     masked_eval,
     regions,
+    roar,
     sanity,
     trust,
 )
@@ -34,6 +36,7 @@ __all__ = [
     "masked_eval",
     "regions",
     "register_step",
+    "roar",
     "run_step",
     "sanity",
     "trust",

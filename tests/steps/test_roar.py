@@ -1,0 +1,238 @@
+"""ROAR / KAR: exact masks on hand-made arrays, a planted cohort whose oracle map must
+beat random removal, and the step end to end on a copy of the tiny run."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from torch import nn
+
+from brainmaps.analysis.roar import (
+    SUMMARY_COLUMNS,
+    UNIT_COLUMNS,
+    fill_like,
+    modified_volumes,
+    replace_voxels,
+    replaced_voxels,
+    roar_summary,
+    training_mean,
+)
+from brainmaps.cli.main import main
+from brainmaps.exceptions import ConfigError
+from brainmaps.reports.analyse import analyse_run
+from brainmaps.reports.html import build_report
+from brainmaps.run import RunLayout
+from brainmaps.steps import explain, get_step, list_steps
+from brainmaps.steps import roar as roar_step
+from brainmaps.steps.trust import trust_run
+from brainmaps.training.retrain import retrain_and_score
+
+# -- the masks, exactly --------------------------------------------------------------
+
+
+def _ranked_volume():
+    """4x4x4 map whose values are a permutation of 0..63; brain = all but the first x-slab."""
+    values = np.random.default_rng(0).permutation(64).astype(np.float32).reshape(4, 4, 4)
+    mask = np.ones((4, 4, 4), dtype=bool)
+    mask[0] = False
+    return values, mask
+
+
+def test_roar_replaces_the_top_and_kar_the_bottom_inside_the_mask():
+    values, mask = _ranked_volume()
+    inside = np.sort(values[mask])[::-1]  # 48 brain voxels, highest first
+    top12 = mask & (values >= inside[11])  # round(0.25 * 48) = 12
+    roar = replaced_voxels(values, mask, 0.25, "roar")
+    np.testing.assert_array_equal(roar, top12)
+    assert not roar[0].any()  # the first slab is outside the brain, whatever its values
+    kar = replaced_voxels(values, mask, 0.25, "kar")
+    np.testing.assert_array_equal(kar, mask & (values <= inside[-12]))
+    # KAR at fraction f keeps exactly what ROAR at 1 - f replaces
+    np.testing.assert_array_equal(~replaced_voxels(values, mask, 0.75, "kar") & mask, top12)
+    assert not replaced_voxels(values, mask, 0.0, "roar").any()
+    np.testing.assert_array_equal(replaced_voxels(values, mask, 1.0, "kar"), mask)
+    flipped = -values  # |map| ranks the most negative voxels first
+    np.testing.assert_array_equal(replaced_voxels(flipped, mask, 0.25, absolute=True), top12)
+    with pytest.raises(ConfigError, match="mode"):
+        replaced_voxels(values, mask, 0.25, "remove")
+
+
+def test_ties_are_broken_at_random_inside_the_mask_and_reproducibly():
+    attribution = np.zeros((4, 4, 4), dtype=np.float32)
+    attribution[1, 1, 1], attribution[2, 2, 2], attribution[3, 3, 3] = 3.0, 2.0, 1.0
+    mask = np.ones((4, 4, 4), dtype=bool)
+    mask[0] = False  # 48 brain voxels: 3 ranked, 45 tied at zero
+    peaks = attribution > 0
+    picks = []
+    for seed in range(5):
+        roar = replaced_voxels(attribution, mask, 5 / 48, random_state=seed)
+        assert roar.sum() == 5 and (roar & peaks).sum() == 3 and not roar[0].any()
+        np.testing.assert_array_equal(roar, replaced_voxels(attribution, mask, 5 / 48,
+                                                            random_state=seed))  # fmt: skip
+        picks.append(tuple(np.flatnonzero(roar & ~peaks)))
+    assert len(set(picks)) > 1  # the two tied voxels differ between seeds
+    kar = replaced_voxels(attribution, mask, 45 / 48, "kar", random_state=0)
+    np.testing.assert_array_equal(kar, mask & ~peaks)  # the 45 tied voxels, not the peaks
+
+
+def test_fills_and_replacement():
+    volumes = [np.full((2, 3, 4, 5), v, dtype=np.float32) for v in (1.0, 3.0, 8.0)]
+    mean = training_mean(volumes, [0, 1])
+    np.testing.assert_array_equal(mean, np.full((2, 3, 4, 5), 2.0))
+    replaced = np.zeros((3, 4, 5), dtype=bool)
+    replaced[0] = True
+    out = replace_voxels(volumes[2], replaced, fill_like(volumes[2], "train_mean", mean=mean))
+    assert (out[:, 0] == 2.0).all() and (out[:, 1:] == 8.0).all()  # every channel
+    assert (fill_like(volumes[2], "zero") == 0).all()
+    with pytest.raises(ConfigError, match="fill"):
+        fill_like(volumes[2], "noise")
+    maps = [np.arange(60, dtype=np.float32).reshape(3, 4, 5)] * 3
+    modified = modified_volumes(volumes, maps.__getitem__, None, 0.5, mean=mean)
+    assert [float((m == 2.0).mean()) for m in modified] == [0.5, 0.5, 0.5]
+
+
+def test_summary_pairs_each_method_with_the_random_models_of_its_folds():
+    base = {"seed": 0, "n_train": 8, "n_val": 0, "n_test": 4, "epochs": 3, "best_epoch": 3,
+            "balanced_accuracy": 0.5, "seconds": 1.0, "options": "h", "maps": ""}  # fmt: skip
+    rows = [
+        ("none", "none", 0.0, 0, 0.9), ("none", "none", 0.0, 1, 0.8),
+        ("random", "both", 0.5, 0, 0.7), ("random", "both", 0.5, 1, 0.6),
+        ("grad", "roar", 0.5, 0, 0.5), ("grad", "roar", 0.5, 1, 0.3),
+        ("grad", "kar", 0.5, 0, 0.8),  # fold 1 of KAR not trained yet
+    ]  # fmt: skip
+    keys = ["method", "mode", "fraction", "fold", "accuracy"]
+    units = pd.DataFrame([dict(zip(keys, r, strict=True)) for r in rows]).assign(**base)
+    units = units.assign(roc_auc=units["accuracy"])[UNIT_COLUMNS]
+    roar = roar_summary(units, "roar")
+    assert list(roar.columns) == SUMMARY_COLUMNS
+    assert roar["fraction"].tolist() == [0.0, 0.5] and set(roar["method"]) == {"grad"}
+    assert roar["accuracy"].tolist() == pytest.approx([0.85, 0.4])
+    assert roar["accuracy_random"].tolist() == pytest.approx([0.85, 0.65])
+    assert roar["folds"].tolist() == ["0,1", "0,1"]
+    kar = roar_summary(units, "kar").set_index("fraction")
+    assert kar.loc[0.5, "accuracy_random"] == pytest.approx(0.7)  # fold 0's random model
+    assert kar.loc[0.5, "n_folds"] == 1
+
+
+# -- a planted cohort: removing the oracle's top voxels hurts, the anti-oracle's does not -
+
+SIZE = 12
+CUBE = (slice(4, 8),) * 3
+
+
+def _cube_cohort(seed: int, n: int = 96, effect: float = 1.0):
+    """Noise volumes; odd ones (class 1) carry a +1 cube of 4^3 voxels."""
+    rng = np.random.default_rng(seed)
+    volumes = rng.normal(0.0, 1.0, (n, SIZE, SIZE, SIZE)).astype(np.float32)
+    labels = np.arange(n) % 2
+    volumes[labels == 1, 4:8, 4:8, 4:8] += effect
+    return list(volumes), labels
+
+
+def _detector() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv3d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveMaxPool3d(1), nn.Flatten(),
+        nn.Linear(4, 2),
+    )  # fmt: skip
+
+
+def test_oracle_removal_costs_more_than_random_and_the_anti_oracle_less():
+    oracle = np.zeros((SIZE,) * 3, dtype=np.float32)
+    oracle[CUBE] = 1.0
+    accuracy: dict[tuple[str, str], list[float]] = {}
+    for seed in range(4):
+        volumes, labels = _cube_cohort(seed)
+        train, test = np.arange(48), np.arange(48, 96)
+        mean = training_mean(volumes, train)
+        rankings = {
+            "oracle": lambda i: oracle,
+            "anti": lambda i: -oracle,  # every voxel outside the cube first
+            "random": lambda i, s=seed: np.random.default_rng([s, 99, i]).random(oracle.shape),
+        }
+        for mode in ("roar", "kar"):
+            for name, ranking in rankings.items():
+                x = modified_volumes(volumes, ranking, None, 0.7, mode, mean=mean,
+                                     random_state=seed)  # fmt: skip
+                score = retrain_and_score(
+                    _detector, x, labels, train, [], test, epochs=15, lr=1e-2, batch_size=8,
+                    seed=seed, device="cpu",
+                )  # fmt: skip
+                accuracy.setdefault((mode, name), []).append(score["accuracy"])
+    mean_acc = {key: float(np.mean(v)) for key, v in accuracy.items()}
+    # measured over seeds 0-3, 4-7, 8-11, 12-15 (1 and 2 threads): ROAR at 70 % replaced,
+    # oracle 0.48-0.52, random 0.71-0.85, anti-oracle 0.995-1.0; KAR oracle 0.98-1.0,
+    # random 0.74-0.80, anti-oracle 0.49-0.56
+    assert mean_acc["roar", "random"] - mean_acc["roar", "oracle"] > 0.1, mean_acc
+    assert mean_acc["roar", "anti"] - mean_acc["roar", "random"] > 0.1, mean_acc
+    assert mean_acc["kar", "oracle"] - mean_acc["kar", "random"] > 0.1, mean_acc
+    assert mean_acc["kar", "random"] - mean_acc["kar", "anti"] > 0.1, mean_acc
+
+
+# -- the step on a copy of the tiny run ----------------------------------------------
+
+
+def test_step_is_registered_before_trust_and_never_run_by_analyse_run(tiny_run, tmp_path):
+    steps = list_steps()
+    assert steps.index("masked_eval") < steps.index("roar") < steps.index("trust")
+    assert get_step("roar").command == "brainmaps roar"
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    status = analyse_run(run_dir, ["roar"], log=None)
+    assert status["roar"].startswith("skipped: no maps")
+
+
+def test_cli_writes_the_tables_and_resumes(tiny_run, tmp_path, monkeypatch, capsys):
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    explain(run_dir, ["gradient"], progress=False)
+    layout = RunLayout(run_dir)
+    status = analyse_run(run_dir, ["roar"], log=None)["roar"]
+    assert status.startswith("skipped: retrains") and f"brainmaps roar {run_dir}" in status
+    argv = ["roar", str(run_dir), "--epochs", "1", "--folds-subset", "0", "--fractions",
+            "0.5", "--device", "cpu", "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    assert "remove-and-retrain table written to" in capsys.readouterr().out
+    units = pd.read_csv(layout.analysis("roar_folds"), sep="\t", keep_default_na=False)
+    assert list(units.columns) == UNIT_COLUMNS
+    assert sorted(zip(units["method"], units["mode"], units["fraction"], strict=True)) == [
+        ("gradient", "kar", 0.5), ("gradient", "roar", 0.5), ("none", "none", 0.0),
+        ("random", "both", 0.5),
+    ]  # fmt: skip
+    assert set(units["fold"]) == {0} and set(units["epochs"]) == {1}
+    for mode in ("roar", "kar"):
+        table = pd.read_csv(layout.analysis(mode), sep="\t")
+        assert list(table.columns) == SUMMARY_COLUMNS
+        assert table[["method", "mode"]].drop_duplicates().values.tolist() == [["gradient", mode]]
+        assert table["fraction"].tolist() == [0.0, 0.5]
+        assert table["accuracy"].between(0, 1).all() and table["n_folds"].tolist() == [1, 1]
+    record = yaml.safe_load(layout.stage_record("roar").read_text())["options"]
+    assert record == {"epochs": 1, "fill": "train_mean", "ranking": "subject",
+                      "absolute": False, "sigma_mm": None}  # fmt: skip
+
+    # a second call finds every model and trains nothing
+    before = layout.analysis("roar_folds").read_bytes()
+    mtime = layout.analysis("roar_folds").stat().st_mtime_ns
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished model was trained again")
+
+    monkeypatch.setattr(roar_step, "retrain_and_score", no_training)
+    assert main(argv) == 0
+    assert layout.analysis("roar_folds").read_bytes() == before
+    assert layout.analysis("roar_folds").stat().st_mtime_ns == mtime
+    # other options are refused, naming the change
+    assert main([*argv[:2], "--epochs", "2", *argv[4:]]) == 2
+    assert "epochs: 1 -> 2" in capsys.readouterr().err
+
+    # the trust table reads the ROAR rows; the report draws them
+    row = pd.read_csv(trust_run(run_dir), sep="\t").set_index("method").loc["gradient"]
+    assert np.isfinite(row["roar_drop"]) and row["roar_reading"].startswith("ROAR accuracy")
+    html = build_report(run_dir).read_text(encoding="utf-8")
+    start = html.index('<section id="roar">')
+    section = html[start : html.index("</section>", start)]
+    assert "data:image/png;base64," in section and "Hooker" in section
+    assert html.index('id="masked_eval"') < start
