@@ -139,7 +139,9 @@ def test_a_missing_channel_map_is_made_again(explained):
     lost.unlink()
     tables = explain_run(run_dir, ["gradient"], device="cpu", progress=False)
     assert lost.is_file() and len(tables["gradient"]) == len(open_run(run_dir).table)
-    np.testing.assert_allclose(_load(lost), before, rtol=1e-5, atol=1e-8)
+    # remade alone instead of in a batch: with 2 threads the reductions differ in the last
+    # bits (measured: 1 voxel of 12584 off by 1.4e-8, 1e-4 of the map's maximum)
+    np.testing.assert_allclose(_load(lost), before, rtol=1e-5, atol=1e-3 * np.abs(before).max())
 
 
 def test_a_model_that_ignores_channel_gm_gives_all_zero_gm_maps(two_channel_run, tmp_path):
