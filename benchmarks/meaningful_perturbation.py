@@ -9,8 +9,8 @@ Measures, in one run on this machine (2 threads):
    the target probability as the top 0, 5, ..., 100% voxels of the map are replaced by
    their blurred values; lower is better) and the *localisation* (ROC AUC of the map
    values inside against outside the planted ground-truth mask, brain voxels only).
-   The options are the paper's, converted from voxels of its 3.1 mm grid to this grid's
-   voxels, so that they mean the same millimetres.
+   The options are the defaults: the paper's sizes in millimetres (its voxels of 3.13
+   mm), which the method converts to this grid's voxels.
 2. **speed at 58x70x58** (xin2019 32/64/128, random weights; run time does not depend
    on the weights): the reference is timed for ``--ref-iters`` iterations and
    extrapolated to its 300; the fast solver runs a batch of ``--batch`` subjects for as
@@ -50,22 +50,15 @@ from brainmaps.models.checkpoints import model_from_checkpoint
 from brainmaps.run.folder import open_run
 
 ROOT = Path(__file__).resolve().parents[1]
-PAPER_VOXEL_MM = 3.14  # the paper's 58x70x58 MNI grid
-PAPER = {"sigma_blur": 10.0, "sigma_mask": 10.0, "jitter": 5}
+#: The options in millimetres (printed with the results; the defaults are the paper's).
+MM_OPTIONS = ("sigma_blur_mm", "sigma_mask_mm", "mask_voxel_mm", "jitter_mm")
 
 
-def paper_options(voxel_mm: float) -> dict:
-    """The paper's sigmas and jitter converted to voxels of a grid of ``voxel_mm``."""
-    scale = PAPER_VOXEL_MM / voxel_mm
-    return {
-        "sigma_blur": PAPER["sigma_blur"] * scale,
-        "sigma_mask": PAPER["sigma_mask"] * scale,
-        "jitter": round(PAPER["jitter"] * scale),
-    }
+def deletion_score(model, x, target: int, saliency, sigma_blur, steps: int = 20):
+    """Area under the target probability while deleting the top-ranked voxels (lower: better).
 
-
-def deletion_score(model, x, target: int, saliency, sigma_blur: float, steps: int = 20):
-    """Area under the target probability while deleting the top-ranked voxels (lower: better)."""
+    ``sigma_blur``: the blur in voxels (per axis), as the method used it.
+    """
     blurred = gaussian_blur3d(x, sigma_blur)
     order = torch.argsort(saliency.flatten(), descending=True)
     keep = torch.ones(steps + 1, order.numel())
@@ -104,7 +97,9 @@ def quality_part(args) -> dict:
     gt_img = nib.load(ROOT / args.run / ".." / "cohort" / "ground_truth_mask.nii.gz")
     truth = resample_to_grid(gt_img, run.grid, order=0) > 0
     brain = mni_brain_mask(run.grid)
-    options = paper_options(float(np.mean(run.grid.voxel_size))) | args.overrides
+    options = dict(args.overrides)
+    defaults = MeaningfulPerturbation(torch.nn.Identity(), **options)
+    sigma_blur = defaults.in_voxels(run.grid.shape).sigma_blur
     rows = {"fast": [], "reference": []}
     for fold, idx in pick_subjects(run, args.subjects).items():
         model, _ = model_from_checkpoint(run.checkpoints()[fold])
@@ -119,12 +114,13 @@ def quality_part(args) -> dict:
                         "seconds": seconds / len(idx),
                         "iterations": iters[k],
                         "deletion": deletion_score(
-                            model, x[k : k + 1], int(targets[k]), maps[k], options["sigma_blur"]
+                            model, x[k : k + 1], int(targets[k]), maps[k], sigma_blur
                         ),
                         "localisation": roc_auc_score(truth[brain], maps[k].numpy()[brain]),
                     }
                 )
-    return {"options": options, "rows": rows, "grid": run.grid.shape}
+    shown = {k: getattr(defaults, k) for k in MM_OPTIONS} | options
+    return {"options": shown, "rows": rows, "grid": run.grid.shape}
 
 
 def speed_part(args, iterations: int) -> dict:
@@ -152,7 +148,7 @@ def _mean_sd(values) -> str:
 
 def print_quality(quality: dict, args) -> str:
     """Print the table of part 1; return the grid's name."""
-    opts = ", ".join(f"{k}={v:.3g}" for k, v in quality["options"].items())
+    opts = ", ".join(f"{k}={v:.4g}" for k, v in quality["options"].items())
     grid = "x".join(map(str, quality["grid"]))
     print(f"\n### Quality and speed on {args.run} ({grid}; {opts})\n")
     print(

@@ -34,17 +34,19 @@ DEMO_METHODS = (
 #: The slow methods explain a class-balanced sample of each fold's test subjects.
 DEMO_SAMPLED_METHODS = ("occlusion", "meaningful_perturbation")
 #: Cheaper settings than the defaults for the demo's 120 subjects on 2 CPU cores, and
-#: Meaningful Perturbations scaled to the demo's 5 mm grid: the paper's 10-voxel mask
-#: smoothing (50 mm here) blurs the mask far beyond the planted regions.
+#: Meaningful Perturbations at sizes for the demo's 5 mm voxels and small planted
+#: regions (the 6, 1 and 1 voxels and 2-voxel mask cells that were used at 36x44x36; the
+#: 10.2 mm cells give its 18x22x18 mask): a mask smoothing of 10 voxels here (50 mm)
+#: blurs the mask far beyond the planted regions.
 DEMO_OPTIONS = {
     "smoothgrad": {"n_samples": 5},
     "integrated_gradients": {"n_steps": 8},
     "occlusion": {"window_mm": 18.0, "stride_mm": 18.0},
     "meaningful_perturbation": {
-        "sigma_blur": 6.0,
-        "sigma_mask": 1.0,
-        "mask_scale": 2,
-        "jitter": 1,
+        "sigma_blur_mm": 30.0,
+        "sigma_mask_mm": 5.0,
+        "mask_voxel_mm": 10.2,
+        "jitter_mm": 5.0,
         "l1_coeff": 1.0,
         "max_iter": 30,
         "n_draws": 4,

@@ -21,16 +21,17 @@ from brainmaps.exceptions import ConfigError
 from brainmaps.run.folder import open_run
 
 METHODS = ["grad_cam", "guided_backprop", "gradient"]
-#: Meaningful Perturbations scaled to a 5 mm grid with regions a few voxels wide: the
-#: paper's sigma_mask of 10 voxels (31 mm at its 3.1 mm grid, 50 mm here) smooths the mask
-#: far beyond the regions, and its class-mean map then scores 0.50 (chance) on this
-#: cohort; with these settings it scores 0.78-0.92. 30 iterations of 4 draws keep the test
-#: short.
+#: Meaningful Perturbations at sizes for a 5 mm grid with regions a few voxels wide (the
+#: settings that were 6, 1, 2 and 1 voxels of 36x44x36): a mask smoothing of 10 voxels
+#: here (50 mm; the paper's 10 voxels of 3.1 mm are 31 mm) smooths the mask far beyond
+#: the regions, and its class-mean map then scores 0.50 (chance) on this cohort; with these
+#: settings it scores 0.78-0.92. A 10.2 mm mask cell gives the 18x22x18 mask of those
+#: settings. 30 iterations of 4 draws keep the test short.
 MP_5MM = {
-    "sigma_blur": 6.0,
-    "sigma_mask": 1.0,
-    "mask_scale": 2,
-    "jitter": 1,
+    "sigma_blur_mm": 30.0,
+    "sigma_mask_mm": 5.0,
+    "mask_voxel_mm": 10.2,
+    "jitter_mm": 5.0,
     "l1_coeff": 1.0,
     "max_iter": 30,
     "n_draws": 4,
@@ -281,6 +282,19 @@ def test_bad_requests_are_clear(explained, capsys):
         explain_run(run_dir, ["gradient"], target="healthy", progress=False)
     with pytest.raises(ConfigError, match="unknown option"):
         explain_run(run_dir, ["gradient"], options={"gradient": {"sigma": 2}}, progress=False)
+    # a former option in voxels, converted at the run's grid (22x26x22, about 8.3 mm)
+    args = [
+        "--methods",
+        "meaningful_perturbation",
+        "--set",
+        "meaningful_perturbation.sigma_mask=10",
+    ]
+    assert main(["explain", str(run_dir), *args]) == 2
+    assert not (run_dir / "maps" / "meaningful_perturbation").exists()
+    assert (
+        "option sigma_mask is now sigma_mask_mm (mm): 10 voxels at this 22x26x22 grid = 82.7 x "
+        "83.8 x 82.7 mm; give one value in mm, e.g. sigma_mask_mm=83.9."
+    ) in capsys.readouterr().err
     assert main(["explain", str(run_dir), "--set", "oops"]) == 2
     assert "METHOD.OPTION=VALUE" in capsys.readouterr().err
 

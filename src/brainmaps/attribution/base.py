@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import nn
 
+from brainmaps.attribution._grid import renamed_option_message
 from brainmaps.exceptions import ConfigError, ShapeError
 
 __all__ = [
@@ -78,8 +79,44 @@ def get_method(name: str) -> type[AttributionMethod]:
 
 def method_options(name: str) -> list[str]:
     """The keyword options accepted by the method registered under ``name``."""
-    params = inspect.signature(get_method(name).__init__).parameters
-    return [p for p in params if p not in ("self", "model")]
+    params = inspect.signature(get_method(name).__init__).parameters.values()
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [p.name for p in params if p.kind in named and p.name not in ("self", "model")]
+
+
+def check_options(
+    name: str, options: Mapping[str, Any], shape: Sequence[int] | None = None
+) -> None:
+    """Refuse the options that the method registered under ``name`` does not take.
+
+    A former option in voxels (:attr:`AttributionMethod.renamed_to_mm`) is refused with
+    its value converted to mm at the input grid ``shape`` (where the caller knows it);
+    any other unknown option with the list of accepted ones.
+
+    Parameters
+    ----------
+    name : str
+        Registry name (see :func:`list_methods`).
+    options : mapping
+        The method's options, as given to :func:`create_method`.
+    shape : sequence of int, optional
+        Spatial shape of the inputs (the run's grid), for the conversion in the message;
+        by default the paper's 58x70x58.
+
+    Raises
+    ------
+    ConfigError
+        On an unknown name or option.
+    """
+    for old, new in get_method(name).renamed_to_mm.items():
+        if old in options:
+            raise ConfigError(renamed_option_message(name, old, new, options[old], shape, options))
+    accepted = method_options(name)
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ConfigError(
+            f"{name} got unknown option(s) {unknown}; it accepts {', '.join(accepted) or 'none'}."
+        )
 
 
 def create_method(name: str, model: nn.Module, **options: Any) -> AttributionMethod:
@@ -97,14 +134,9 @@ def create_method(name: str, model: nn.Module, **options: Any) -> AttributionMet
     ------
     ConfigError
         If the name is unknown or an option is not accepted (the accepted ones are
-        listed).
+        listed; a former option in voxels is given in mm, see :func:`check_options`).
     """
-    accepted = method_options(name)
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise ConfigError(
-            f"{name} got unknown option(s) {unknown}; it accepts {', '.join(accepted) or 'none'}."
-        )
+    check_options(name, options)
     return get_method(name)(model, **options)
 
 
@@ -200,6 +232,9 @@ class AttributionMethod:
     #: Methods whose maps live on a layer's feature maps (Grad-CAM, CAM) or that perturb
     #: every channel at once (occlusion, Meaningful Perturbations) have none.
     channel_maps: ClassVar[bool] = False
+    #: Former options in voxels of the model grid, each with the option in mm that
+    #: replaced it (value times mm per voxel); they are refused with that conversion.
+    renamed_to_mm: ClassVar[dict[str, str]] = {}
     _keep_channels: bool = False
 
     def __init__(self, model: nn.Module, **options: Any) -> None:

@@ -19,7 +19,7 @@ from brainmaps.attribution._channel_maps import (
     save_channel_maps,
     with_channel_maps,
 )
-from brainmaps.attribution.base import create_method, get_method, method_options
+from brainmaps.attribution.base import check_options, create_method, get_method, method_options
 from brainmaps.data.io import load_img, save_img
 from brainmaps.exceptions import ConfigError
 from brainmaps.models.checkpoints import model_from_checkpoint
@@ -48,7 +48,9 @@ def _resolve_targets(run: RunFolder, target: str | int, idx: np.ndarray) -> Any:
     )
 
 
-def _method_kwargs(methods: Sequence[str], layer: str | None, options: dict | None) -> dict:
+def _method_kwargs(
+    methods: Sequence[str], layer: str | None, options: dict | None, shape=None
+) -> dict:
     options = dict(options or {})
     unknown = sorted(set(options) - set(methods))
     if unknown:
@@ -59,13 +61,8 @@ def _method_kwargs(methods: Sequence[str], layer: str | None, options: dict | No
     for name in methods:
         get_method(name)  # unknown names fail here, before any work
         opts = dict(options.get(name, {}))
-        accepted = method_options(name)
-        unknown_opts = sorted(set(opts) - set(accepted))
-        if unknown_opts:
-            raise ConfigError(
-                f"{name} got unknown option(s) {unknown_opts}; it accepts {', '.join(accepted)}."
-            )
-        if layer is not None and "layer" in accepted:
+        check_options(name, opts, shape)  # a former option in voxels: its mm at this grid
+        if layer is not None and "layer" in method_options(name):
             opts.setdefault("layer", layer)
         kwargs[name] = opts
     return kwargs
@@ -186,7 +183,7 @@ def explain_run(
         raise ConfigError("no attribution method given; choose from list_methods().")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}.")
-    kwargs = _method_kwargs(methods, layer, options)
+    kwargs = _method_kwargs(methods, layer, options, run.grid.shape)
     _resolve_targets(run, target, np.arange(1))  # a bad target fails before any work
     if subjects_per_fold is not None and (
         isinstance(subjects_per_fold, bool)

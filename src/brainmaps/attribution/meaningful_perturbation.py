@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -21,10 +23,11 @@ from brainmaps.attribution._filters import (
     gaussian_matrix,
     linear_resize_matrix,
 )
-from brainmaps.attribution.base import AttributionMethod, register_method
+from brainmaps.attribution._grid import grid_voxel_size, to_voxels, voxel_size_option
+from brainmaps.attribution.base import AttributionMethod, check_options, register_method
 from brainmaps.exceptions import ConfigError
 
-__all__ = ["MeaningfulPerturbation", "blur_perturbation", "mask_matrices"]
+__all__ = ["MeaningfulPerturbation", "VoxelSettings", "blur_perturbation", "mask_matrices"]
 
 #: On the CPU, volumes per pass are limited to this many voxels in all: per volume,
 #: xin2019's forward and backward pass was fastest with 1 volume per pass at 58x70x58
@@ -45,7 +48,7 @@ def blur_perturbation(x: torch.Tensor, mask: torch.Tensor, blurred: torch.Tensor
 def mask_matrices(
     low_shape: Sequence[int],
     shape: Sequence[int],
-    sigma_mask: float,
+    sigma_mask: float | Sequence[float],
     truncate: float = 3.0,
     *,
     dtype: torch.dtype = torch.float32,
@@ -58,14 +61,15 @@ def mask_matrices(
     ``gaussian_blur3d(F.interpolate(m, size=shape, mode="trilinear",
     align_corners=False), sigma_mask, truncate)`` (tested) at a fraction of the cost.
     ``low_shape`` and ``shape`` are the spatial shapes of the mask and of the input;
-    ``sigma_mask`` is in voxels of the input grid.
+    ``sigma_mask`` is in voxels of the input grid, one for all axes or one per axis.
     """
+    sigmas = sigma_mask if isinstance(sigma_mask, Sequence) else [sigma_mask] * len(shape)
     return [
         (
-            gaussian_matrix(n, sigma_mask, truncate, dtype=torch.float64, device=device)
+            gaussian_matrix(n, sigma, truncate, dtype=torch.float64, device=device)
             @ linear_resize_matrix(low, n, dtype=torch.float64, device=device)
         ).to(dtype)
-        for low, n in zip(low_shape, shape, strict=True)
+        for low, n, sigma in zip(low_shape, shape, sigmas, strict=True)
     ]
 
 
@@ -102,6 +106,29 @@ def _integer(name: str, value, low: int) -> int:
     return int(value)
 
 
+@dataclass(frozen=True)
+class VoxelSettings:
+    """The millimetre options of :class:`MeaningfulPerturbation` on one input grid.
+
+    Attributes
+    ----------
+    voxel_size : tuple of float
+        mm per voxel along each axis.
+    sigma_blur, sigma_mask : tuple of float
+        Gaussian sigmas per axis, in voxels (``mm / voxel_size``, not rounded).
+    jitter : tuple of int
+        Largest shift per axis, in whole voxels.
+    mask_shape : tuple of int
+        Voxels of the optimised mask per axis.
+    """
+
+    voxel_size: tuple[float, ...]
+    sigma_blur: tuple[float, ...]
+    sigma_mask: tuple[float, ...]
+    jitter: tuple[int, ...]
+    mask_shape: tuple[int, ...]
+
+
 def _crop(v: torch.Tensor, offset: Sequence[int], shape: Sequence[int]) -> torch.Tensor:
     """The window of size ``shape`` at ``offset`` on the last axes of ``v``."""
     return v[(Ellipsis, *(slice(o, o + n) for o, n in zip(offset, shape, strict=True)))]
@@ -118,20 +145,24 @@ class MeaningfulPerturbation(AttributionMethod):
         λ1 mean(1 − m) + λ2 Σ_a mean(|∂_a m|^β) + (1/n) Σ_k f_c(Φ(x(· − τ_k), M)),
         Φ(x, M) = M ⊙ x + (1 − M) ⊙ blur_σ0(x),     M = G_σm(upsample_s(m)).
 
-    * ``m`` lives on a grid ``mask_scale`` (``s``) times coarser than the input
-      (``ceil(X / s)`` voxels per axis); ``M`` is its trilinear upsampling to the input
-      size (``align_corners=False``) smoothed by a Gaussian of ``sigma_mask``.
+    * Sizes are options in millimetres, converted per axis with the inputs' voxel size
+      (:meth:`in_voxels`), so they mean the same at any grid; the defaults are Kan et
+      al.'s values in voxels of their 58x70x58 MNI grid times its mean voxel, 3.13 mm.
+    * ``m`` lives on a coarser grid, of voxels of at most ``mask_voxel_mm`` (Kan et
+      al.'s factor ``s = 4`` at 58x70x58); ``M`` is its trilinear upsampling to the input size
+      (``align_corners=False``) smoothed by a Gaussian of ``sigma_mask_mm``.
     * The L1 and total-variation terms act on ``m`` (the optimised variable, as in the
       authors' code) and are means, not sums: ``mean(1 − m)`` over the mask's voxels
       (equal to ``‖1 − m‖₁ / |m|`` since ``m <= 1``) and, for each axis ``a``, the mean of
       ``|m(v + e_a) − m(v)|^β`` over the differences along it, summed over the axes. So
       ``l1_coeff`` and ``tv_coeff`` keep their meaning at any resolution.
     * ``f_c`` is the softmax probability of the target class (regression: the output).
-    * Jitter ``τ_k``: the input is zero-padded by ``jitter`` voxels on every face and a
-      random crop of the input size is taken (each shift in ``-jitter..jitter`` per axis
-      equally likely); ``n_draws`` shifts per iteration. The mask is not shifted. The
-      blurred copy is the blur of the zero-padded volume, cropped at the same place, so
-      blurring and shifting commute as on an unbounded grid:
+    * Jitter ``τ_k``: the input is zero-padded by ``j_a`` voxels on both faces of each
+      axis ``a`` (``jitter_mm`` in voxels of that axis) and a random crop of the input
+      size is taken (each shift in ``-j_a..j_a`` equally likely); ``n_draws`` shifts per
+      iteration. The mask is not shifted. The blurred copy is the blur of the
+      zero-padded volume, cropped at the same place, so blurring and shifting commute as
+      on an unbounded grid:
       ``Φ(x(· − τ), M) = M ⊙ x(· − τ) + (1 − M) ⊙ (blur_σ0 x)(· − τ)``.
     * Blurs are true Gaussians (:func:`~brainmaps.attribution._filters.gaussian_blur3d`,
       kernel radius ``truncate`` sigmas, "reflect" faces), not the box filter of the
@@ -145,23 +176,32 @@ class MeaningfulPerturbation(AttributionMethod):
     Parameters
     ----------
     model : torch.nn.Module
-    sigma_blur : float
-        ``σ0``: sigma of the blur that replaces deleted voxels, in voxels of the model grid
-        (10 voxels = 31 mm on the paper's 58x70x58 MNI grid of 3.1 mm voxels).
-    sigma_mask : float
-        ``σm``: sigma of the Gaussian that smooths the upsampled mask, in voxels of the
-        model grid (10 voxels = 31 mm at 58x70x58). 0 disables it.
+    sigma_blur_mm : float
+        ``σ0``: sigma of the Gaussian blur that replaces deleted voxels, in mm (default
+        31.3 mm: the paper's 10 voxels of 3.13 mm), ``sigma_blur_mm / voxel_size``
+        voxels per axis (not rounded). 0: no blur, so nothing can be deleted.
+    sigma_mask_mm : float
+        ``σm``: sigma of the Gaussian that smooths the upsampled mask, in mm (default
+        31.3 mm, 10 voxels at 58x70x58), per axis like ``sigma_blur_mm``. 0 disables it.
     l1_coeff : float
         ``λ1``: weight of the mean deleted fraction ``mean(1 − m)``.
     tv_coeff : float
         ``λ2``: weight of the total-variation term.
     tv_beta : float
         ``β`` (>= 1): exponent of the total variation; large values penalise only jumps.
-    mask_scale : int
-        ``s``: the mask has ``ceil(X / s)`` voxels per axis (s = 4: 15x18x15 at 58x70x58).
-    jitter : int
-        ``j``: largest shift per axis, in voxels of the model grid (5 voxels = 16 mm at
-        58x70x58); 0 disables jitter.
+    mask_voxel_mm : float
+        Edge of the mask's voxels in mm (default 12.52 mm: the paper's ``s = 4`` voxels
+        at 58x70x58). Along an axis of ``X`` voxels of ``v`` mm the mask has
+        ``ceil(X v / mask_voxel_mm)`` voxels (15x18x15 over the MNI box at any grid), at
+        least 1 and at most ``X``. It replaces the paper's factor ``s`` (``ceil(X / s)``
+        voxels) because the mask's resolution is a physical size: with a fixed factor a
+        finer input grid makes a finer mask in mm, and the total-variation term, which
+        penalises jumps between neighbouring mask voxels, then means something else.
+    jitter_mm : float
+        ``j``: largest shift per axis, in mm (default 15.65 mm, 5 voxels at 58x70x58),
+        rounded per axis to the nearest whole number of voxels (halves up) and at least
+        one voxel when positive, so that a small jitter is not lost on a coarse grid;
+        0 disables jitter.
     n_draws : int
         Shifts per iteration (the expectation over ``τ`` is their mean).
     lr : float
@@ -187,6 +227,13 @@ class MeaningfulPerturbation(AttributionMethod):
         with it (about 100 MB per volume for xin2019 at 58x70x58).
     truncate : float
         Gaussian kernels stop at ``truncate`` sigmas.
+    voxel_size : float or sequence of 3 float, optional
+        mm per voxel of the inputs; by default that of ``brainmaps.data.mni_grid`` of the
+        input shape (the grid brainmaps resamples to).
+    **options
+        Nothing else is accepted; the former options in voxels of the model grid
+        (``sigma_blur``, ``sigma_mask``, ``mask_scale``, ``jitter``) are refused with a
+        :class:`~brainmaps.exceptions.ConfigError` that gives their value in mm.
 
     Attributes
     ----------
@@ -217,17 +264,24 @@ class MeaningfulPerturbation(AttributionMethod):
        AIST 2020, arXiv:2006.15969.
     """
 
+    renamed_to_mm: ClassVar[dict[str, str]] = {
+        "sigma_blur": "sigma_blur_mm",
+        "sigma_mask": "sigma_mask_mm",
+        "mask_scale": "mask_voxel_mm",
+        "jitter": "jitter_mm",
+    }
+
     def __init__(
         self,
         model: nn.Module,
         *,
-        sigma_blur: float = 10.0,
-        sigma_mask: float = 10.0,
+        sigma_blur_mm: float = 31.3,
+        sigma_mask_mm: float = 31.3,
         l1_coeff: float = 3.0,
         tv_coeff: float = 1.0,
         tv_beta: float = 7.0,
-        mask_scale: int = 4,
-        jitter: int = 5,
+        mask_voxel_mm: float = 12.52,
+        jitter_mm: float = 15.65,
         n_draws: int = 10,
         lr: float = 0.3,
         betas: Sequence[float] = (0.9, 0.99),
@@ -237,15 +291,19 @@ class MeaningfulPerturbation(AttributionMethod):
         seed: int = 0,
         max_batch: int | None = None,
         truncate: float = 3.0,
+        voxel_size: float | Sequence[float] | None = None,
+        **options,
     ) -> None:
+        if options:  # a former option in voxels is refused with its mm at these voxels
+            check_options(self.name, {**options, "voxel_size": voxel_size})
         super().__init__(model)
-        self.sigma_blur = _number("sigma_blur", sigma_blur, 0.0)
-        self.sigma_mask = _number("sigma_mask", sigma_mask, 0.0)
+        self.sigma_blur_mm = _number("sigma_blur_mm", sigma_blur_mm, 0.0)
+        self.sigma_mask_mm = _number("sigma_mask_mm", sigma_mask_mm, 0.0)
         self.l1_coeff = _number("l1_coeff", l1_coeff, 0.0)
         self.tv_coeff = _number("tv_coeff", tv_coeff, 0.0)
         self.tv_beta = _number("tv_beta", tv_beta, 1.0)
-        self.mask_scale = _integer("mask_scale", mask_scale, 1)
-        self.jitter = _integer("jitter", jitter, 0)
+        self.mask_voxel_mm = _number("mask_voxel_mm", mask_voxel_mm, 0.0, low_ok=False)
+        self.jitter_mm = _number("jitter_mm", jitter_mm, 0.0)
         self.n_draws = _integer("n_draws", n_draws, 1)
         self.lr = _number("lr", lr, 0.0, low_ok=False)
         self.betas = _betas(betas)
@@ -255,20 +313,47 @@ class MeaningfulPerturbation(AttributionMethod):
         self.seed = _integer("seed", seed, 0)
         self.max_batch = None if max_batch is None else _integer("max_batch", max_batch, 1)
         self.truncate = _number("truncate", truncate, 0.0, low_ok=False)
+        self.voxel_size = voxel_size_option("meaningful_perturbation", voxel_size)
+
+    def in_voxels(self, shape: Sequence[int]) -> VoxelSettings:
+        """The millimetre options in voxels of an input grid of spatial ``shape``.
+
+        Examples
+        --------
+        >>> from torch import nn
+        >>> MeaningfulPerturbation(nn.Identity(), voxel_size=2.0).in_voxels((40, 40, 40)).jitter
+        (8, 8, 8)
+        """
+        shape = tuple(int(n) for n in shape)
+        sizes = grid_voxel_size(shape, self.voxel_size)
+        j = self.jitter_mm
+        return VoxelSettings(
+            voxel_size=sizes,
+            sigma_blur=tuple(self.sigma_blur_mm / v for v in sizes),
+            sigma_mask=tuple(self.sigma_mask_mm / v for v in sizes),
+            jitter=tuple(0 if j == 0 else to_voxels(j, v) for v in sizes),
+            mask_shape=tuple(
+                min(n, max(1, math.ceil(n * v / self.mask_voxel_mm - 1e-9)))
+                for n, v in zip(shape, sizes, strict=True)
+            ),
+        )
 
     # -- pieces shared with the sequential reference --------------------------------------
-    def _low_shape(self, shape: Sequence[int]) -> tuple[int, ...]:
-        return tuple(math.ceil(n / self.mask_scale) for n in shape)
+    def _offsets(self, x: torch.Tensor, jitter: Sequence[int]) -> list:
+        """Crop offsets in ``0..2 j_a`` per iteration, draw and axis (one seed for all).
 
-    def _offsets(self, x: torch.Tensor) -> list:
-        """Crop offsets in ``0..2 jitter`` per iteration, draw and axis (one seed for all)."""
+        One draw in ``0..L-1`` per axis, ``L`` the least common multiple of the
+        ``2 j_a + 1``, taken modulo ``2 j_a + 1``: uniform on every axis, and the draws
+        of a jitter equal on all axes are those of ``randint(0, 2 j + 1)``.
+        """
         gen = torch.Generator(device=x.device).manual_seed(self.seed)
         size = (self.max_iter, self.n_draws, x.dim() - 2)
-        draws = torch.randint(0, 2 * self.jitter + 1, size, generator=gen, device=x.device)
-        return draws.tolist()
+        counts = [2 * j + 1 for j in jitter]
+        draws = torch.randint(0, math.lcm(*counts), size, generator=gen, device=x.device)
+        return (draws % torch.tensor(counts, device=x.device)).tolist()
 
-    def _pad(self, x: torch.Tensor) -> torch.Tensor:
-        return F.pad(x, [self.jitter] * (2 * (x.dim() - 2)))
+    def _pad(self, x: torch.Tensor, jitter: Sequence[int]) -> torch.Tensor:
+        return F.pad(x, [p for j in reversed(jitter) for p in (j, j)])
 
     def _chunk(self, n_items: int, voxels: int, device: torch.device) -> int:
         """Volumes per forward/backward pass (see ``max_batch``)."""
@@ -284,20 +369,20 @@ class MeaningfulPerturbation(AttributionMethod):
     # -- the fast solver -------------------------------------------------------------------
     def _attribute(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         n, shape = x.shape[0], tuple(x.shape[2:])
-        low = self._low_shape(shape)
-        padded = self._pad(x)
-        blurred = gaussian_blur3d(padded, self.sigma_blur, self.truncate)  # once per subject
+        grid = self.in_voxels(shape)
+        padded = self._pad(x, grid.jitter)
+        blurred = gaussian_blur3d(padded, grid.sigma_blur, self.truncate)  # once per subject
         mats = mask_matrices(
-            low, shape, self.sigma_mask, self.truncate, dtype=x.dtype, device=x.device
+            grid.mask_shape, shape, grid.sigma_mask, self.truncate, dtype=x.dtype, device=x.device
         )
         params = [
-            torch.ones((1, *low), dtype=x.dtype, device=x.device, requires_grad=True)
+            torch.ones((1, *grid.mask_shape), dtype=x.dtype, device=x.device, requires_grad=True)
             for _ in range(n)
         ]
         stop = _Convergence(n, self.tol, self.patience)
         data = (blurred, padded - blurred, targets)
         with torch.enable_grad():
-            final = self._solve(params, mats, data, self._offsets(x), stop)
+            final = self._solve(params, mats, data, self._offsets(x, grid.jitter), stop)
         self.n_iter_, self.history_ = stop.n_iter, stop.history()
         return 1 - torch.stack(final)[:, 0]
 
@@ -333,7 +418,7 @@ class MeaningfulPerturbation(AttributionMethod):
         to it is accumulated over the passes, then carried back to ``m`` in one step.
         """
         blurred, diff, targets = data
-        shape = tuple(n - 2 * self.jitter for n in diff.shape[2:])
+        shape = tuple(mask.shape[2:])
         leaf = mask.detach().requires_grad_(True)
         subjects = torch.tensor(active, device=targets.device)
         items = [(d, k) for d in range(len(offsets)) for k in range(len(active))]
@@ -418,37 +503,39 @@ class _SequentialReference(MeaningfulPerturbation):
 
     def _attribute(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         n, shape = x.shape[0], tuple(x.shape[2:])
-        low = self._low_shape(shape)
-        offsets = self._offsets(x)
+        grid = self.in_voxels(shape)
+        offsets = self._offsets(x, grid.jitter)
         maps, history = [], torch.full((self.max_iter, n), math.nan)
         for i in range(n):
-            m = torch.ones((1, 1, *low), dtype=x.dtype, device=x.device, requires_grad=True)
+            m = torch.ones(
+                (1, 1, *grid.mask_shape), dtype=x.dtype, device=x.device, requires_grad=True
+            )
             opt = torch.optim.Adam([m], lr=self.lr, betas=self.betas)
             for it in range(self.max_iter):
                 with torch.enable_grad():
-                    history[it, i] = self._iteration(x[i : i + 1], targets[i], m, offsets[it])
+                    history[it, i] = self._iteration(x[i : i + 1], targets[i], m, offsets[it], grid)
                 opt.step()
                 opt.zero_grad(set_to_none=True)
                 with torch.no_grad():
                     m.clamp_(0, 1)
             with torch.no_grad():
-                maps.append(1 - self._upsample(m, shape)[0, 0])
+                maps.append(1 - self._upsample(m, shape, grid)[0, 0])
         self.n_iter_, self.history_ = torch.full((n,), self.max_iter), history
         return torch.stack(maps)
 
-    def _upsample(self, m: torch.Tensor, shape) -> torch.Tensor:
+    def _upsample(self, m: torch.Tensor, shape, grid: VoxelSettings) -> torch.Tensor:
         up = F.interpolate(m, size=shape, mode="trilinear", align_corners=False)
-        return gaussian_blur3d(up, self.sigma_mask, self.truncate)
+        return gaussian_blur3d(up, grid.sigma_mask, self.truncate)
 
-    def _iteration(self, x, target, m, offsets) -> float:
+    def _iteration(self, x, target, m, offsets, grid: VoxelSettings) -> float:
         shape = tuple(x.shape[2:])
-        mask = self._upsample(m, shape)
+        mask = self._upsample(m, shape, grid)
         reg = self._regulariser(m).sum()
         value = float(reg.detach())
         reg.backward()
         for offset in offsets:
-            padded = self._pad(x)
-            blurred = gaussian_blur3d(padded, self.sigma_blur, self.truncate)
+            padded = self._pad(x, grid.jitter)
+            blurred = gaussian_blur3d(padded, grid.sigma_blur, self.truncate)
             phi = blur_perturbation(
                 _crop(padded, offset, shape), mask, _crop(blurred, offset, shape)
             )

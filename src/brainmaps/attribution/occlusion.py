@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from brainmaps.attribution._grid import grid_voxel_size, to_voxels, voxel_size_option
 from brainmaps.attribution._incremental import OcclusionEngine
 from brainmaps.attribution.base import AttributionMethod, frozen_eval, register_method
 from brainmaps.exceptions import ConfigError, ShapeError
@@ -109,18 +110,6 @@ def _choice(owner: str, name: str, value: Any, choices: tuple[str, ...]) -> str:
     return value
 
 
-def _voxel_size(owner: str, value: Any) -> tuple[float, ...] | None:
-    if value is None:
-        return None
-    items = value if isinstance(value, Sequence) else (value,) * 3
-    if len(items) != 3:
-        raise ConfigError(
-            f"{owner} option voxel_size must be one positive number or three (mm per voxel "
-            f"along x, y, z), got {value!r}."
-        )
-    return tuple(float(_positive(owner, "voxel_size", v)) for v in items)
-
-
 def _check_mm(window_mm: Any, stride_mm: Any) -> None:
     _positive("occlusion", "window_mm", window_mm)
     _positive("occlusion", "stride_mm", stride_mm)
@@ -158,12 +147,7 @@ def window_grid(
     """
     shape = tuple(int(n) for n in shape)
     _check_mm(window_mm, stride_mm)
-    sizes = _voxel_size("occlusion", voxel_size)
-    if sizes is None:
-        from brainmaps.data import mni_grid
-
-        sizes = tuple(float(v) for v in mni_grid(shape).voxel_size)
-    to_voxels = lambda mm, size: max(1, int(np.floor(mm / size + 0.5)))  # noqa: E731
+    sizes = grid_voxel_size(shape, voxel_size_option("occlusion", voxel_size))
     window = tuple(min(to_voxels(window_mm, v), n) for v, n in zip(sizes, shape, strict=True))
     stride = tuple(to_voxels(stride_mm, v) for v in sizes)
     return WindowGrid(shape, window, stride)
@@ -267,7 +251,7 @@ class Occlusion(AttributionMethod):
         super().__init__(model)
         _check_mm(window_mm, stride_mm)
         self.window_mm, self.stride_mm = float(window_mm), float(stride_mm)
-        self.voxel_size = _voxel_size("occlusion", voxel_size)
+        self.voxel_size = voxel_size_option("occlusion", voxel_size)
         self.fill = _choice("occlusion", "fill", fill, FILLS)
         self.output = _choice("occlusion", "output", output, OUTPUTS)
         self.engine_options = _engine_options("occlusion", max_batch, memory_bound_mb, incremental)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from brainmaps.attribution.base import get_method, method_options
+from brainmaps.attribution.base import check_options, get_method, method_options
 from brainmaps.attribution.cohort import explain_run
 from brainmaps.exceptions import ConfigError
 from brainmaps.run.folder import RunFolder, open_run
@@ -86,6 +86,8 @@ def explain(
     methods = list(dict.fromkeys(methods))
     if not methods:
         raise ConfigError("no attribution method given; choose from list_methods().")
+    for m in methods:  # before any map made with other options is deleted
+        check_options(m, (options or {}).get(m, {}), run.grid.shape)
     wanted = {
         m: explain_options(
             m,
