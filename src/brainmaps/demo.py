@@ -2,7 +2,7 @@
 
 The demo runs the same public functions a user calls (:func:`make_synthetic_cohort`,
 :func:`train_run`, :func:`explain_run`, :func:`analyse_run`, :func:`build_report`) at a
-reduced model grid so that it ends within about ten minutes on two CPU cores. Its output
+reduced model grid so that it ends in about 15 minutes on two CPU cores. Its output
 folder holds the cohort, the preprocessing cache and the run (with ``maps/`` for every
 attribution method, ``analysis/`` and ``report.html``).
 """
@@ -56,7 +56,7 @@ DEMO_OPTIONS = {
 
 @dataclass(frozen=True)
 class DemoSettings:
-    """Sizes of the demo, chosen to finish in <= 10 minutes on 2 CPU cores.
+    """Sizes of the demo, chosen to finish in about 15 minutes on 2 CPU cores.
 
     Parameters
     ----------
@@ -122,7 +122,7 @@ def run_demo(
     out : str or os.PathLike
         Demo folder.
     settings : DemoSettings, optional
-        Sizes; the defaults finish within about ten minutes on 2 CPU cores.
+        Sizes; the defaults finish in about 15 minutes on 2 CPU cores.
     progress : bool
         Show progress bars.
 
