@@ -379,7 +379,7 @@ def roar_run(
         files[m], maps[m] = _map_files(run, m, options["ranking"])
     with run_lock(layout.lock, "brainmaps roar"):
         reuse = check_stage(
-            layout.stage_record("roar"), "analysis/roar.tsv", options, overwrite=overwrite,
+            layout.stage_record("roar"), str(layout.analysis("roar")), options, overwrite=overwrite,
             hint="copy the run folder to keep both",
         )  # fmt: skip
         units = _read_units(run) if reuse else pd.DataFrame(columns=R.UNIT_COLUMNS)
