@@ -35,7 +35,7 @@ from brainmaps.data.preprocess import mni_brain_mask
 from brainmaps.exceptions import BrainmapsWarning, ConfigError
 from brainmaps.run.folder import RunFolder, open_run
 from brainmaps.run.stages import write_stage
-from brainmaps.utils import atomic_path
+from brainmaps.utils import write_tsv
 
 __all__ = ["ALL_MODELS", "run_baselines"]
 
@@ -100,11 +100,6 @@ def _merge(path: Path, new: pd.DataFrame, models: Sequence[str]) -> pd.DataFrame
     return new.iloc[np.argsort(key.to_numpy(), kind="stable")].reset_index(drop=True)
 
 
-def _write_tsv(table: pd.DataFrame, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
-
-
 def _write_results(run: RunFolder, results: dict[str, BaselineResult]) -> pd.DataFrame:
     models, layout = list(results), run.layout
     metrics = pd.concat([r.metrics.assign(model=m) for m, r in results.items()])
@@ -120,11 +115,11 @@ def _write_results(run: RunFolder, results: dict[str, BaselineResult]) -> pd.Dat
     )
     for name, table in (("predictions", predictions), ("params", params)):
         path = layout.baselines(name)
-        _write_tsv(_merge(path, table, models), path)
-    _write_tsv(metrics, layout.baselines("metrics"))
+        write_tsv(_merge(path, table, models), path)
+    write_tsv(metrics, layout.baselines("metrics"))
     for m, r in results.items():
         if r.importances is not None:
-            _write_tsv(r.importances, layout.importances(m))
+            write_tsv(r.importances, layout.importances(m))
             title = f"{m}: top features ({run.config.data.target})"
             plot_importances(
                 r.importances,
@@ -198,7 +193,7 @@ def _compare(run: RunFolder, metrics: pd.DataFrame) -> pd.DataFrame:
         task=run.task,
         reference="cnn" if cnn is not None else None,
     )
-    _write_tsv(table, run.layout.baselines("comparison"))
+    write_tsv(table, run.layout.baselines("comparison"))
     return table
 
 

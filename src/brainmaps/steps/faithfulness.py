@@ -27,7 +27,7 @@ from brainmaps.models.device import resolve_device
 from brainmaps.models.predict import predictor
 from brainmaps.run.folder import RunFolder, open_run
 from brainmaps.steps.base import Step, record_stage, register_step
-from brainmaps.utils import atomic_path
+from brainmaps.utils import write_tsv
 
 __all__ = ["faithfulness_run", "fold_predictor"]
 
@@ -236,15 +236,10 @@ def _write_faithfulness(run: RunFolder, curves: dict, fractions: np.ndarray, fil
         curve_rows += [[method, mode, f, p] for f, p in zip(fractions, ps.mean(0), strict=True)]
     columns = ["method", "mode", "fill", "auc", "auc_random", "auc_std", "n_subjects"]
     out = run.layout.analysis("faithfulness")
-    _write_tsv(pd.DataFrame(rows, columns=columns), out)
+    write_tsv(pd.DataFrame(rows, columns=columns), out)
     curve_table = pd.DataFrame(curve_rows, columns=["method", "mode", "fraction", "probability"])
-    _write_tsv(curve_table, run.layout.analysis("faithfulness_curves"))
+    write_tsv(curve_table, run.layout.analysis("faithfulness_curves"))
     return out
-
-
-def _write_tsv(table: pd.DataFrame, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
 
 
 STEP = register_step(

@@ -50,7 +50,7 @@ from brainmaps.models.device import resolve_device
 from brainmaps.models.tracing import ACTIVATIONS, receptive_field
 from brainmaps.run.folder import RunFolder, open_run
 from brainmaps.steps.base import Step, record_stage, register_step
-from brainmaps.utils import atomic_path
+from brainmaps.utils import write_tsv
 
 __all__ = [
     "STAGES",
@@ -345,11 +345,6 @@ def _summary(table: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _write_tsv(table: pd.DataFrame, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
-
-
 def first_layer_run(
     run_dir: str | os.PathLike,
     test: str = "mannwhitney",
@@ -430,8 +425,8 @@ def first_layer_run(
         tables += _fold_rows(stats, names[idx], run.classes, k, test, alpha)
     table = pd.concat(tables, ignore_index=True)
     out = run.layout.analysis("first_layer")
-    _write_tsv(table, out)
-    _write_tsv(_summary(table, run.classes), run.layout.analysis("first_layer_summary"))
+    write_tsv(table, out)
+    write_tsv(_summary(table, run.classes), run.layout.analysis("first_layer_summary"))
     record_stage(
         run, "first_layer", test=test, alpha=alpha, stage=stage, n_bins=n_bins,
         subjects=subjects,

@@ -20,7 +20,8 @@ from brainmaps.evaluation.metrics import classification_metrics, summarize_folds
 from brainmaps.exceptions import ConfigError, ShapeError
 from brainmaps.run.folder import RunFolder, open_run
 from brainmaps.steps.base import Step, needs_maps, record_stage, register_step
-from brainmaps.steps.faithfulness import _fold_predictors, _load, _manifest, _write_tsv
+from brainmaps.steps.faithfulness import _fold_predictors, _load, _manifest
+from brainmaps.utils import write_tsv
 
 __all__ = ["WEIGHTINGS", "mask_weights", "masked_eval", "masked_eval_run"]
 
@@ -242,7 +243,7 @@ def masked_eval_run(
             old[key].eq(table[key].iloc[0]).all(axis=1) if set(key) <= set(old) else old.index >= 0
         )
         table = pd.concat([old[~same], table], ignore_index=True)
-    _write_tsv(table, out)
+    write_tsv(table, out)
     means = "fold" if fold_means else "pooled"
     record_stage(
         run, f"masked_eval-{method}-{weighting}-{means}", method=method, weighting=weighting,

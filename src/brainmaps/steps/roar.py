@@ -80,10 +80,10 @@ from brainmaps.run.folder import RunFolder, open_run
 from brainmaps.run.lock import run_lock
 from brainmaps.run.stages import check_stage, read_stage
 from brainmaps.steps.base import Step, needs_maps, record_stage, register_step
-from brainmaps.steps.faithfulness import _load, _manifest, _write_tsv
+from brainmaps.steps.faithfulness import _load, _manifest
 from brainmaps.steps.masked_eval import _fold_class_means
 from brainmaps.training.retrain import retrain_and_score
-from brainmaps.utils import stable_hash
+from brainmaps.utils import stable_hash, write_tsv
 from brainmaps.validation import check_choice, check_int
 
 __all__ = ["DEFAULT_FRACTIONS", "RANKINGS", "roar_run"]
@@ -270,11 +270,11 @@ def _write(run: RunFolder, units: pd.DataFrame) -> None:
     """The per-fold rows, then the ROAR and KAR tables made from them (atomic writes)."""
     order = ["fold", "seed", "fraction"]
     units = units.sort_values(order, kind="stable").reset_index(drop=True)
-    _write_tsv(units[R.UNIT_COLUMNS], run.layout.analysis("roar_folds"))
+    write_tsv(units[R.UNIT_COLUMNS], run.layout.analysis("roar_folds"))
     for mode in R.MODES:
         summary = R.roar_summary(units, mode)
         if len(summary) or run.layout.analysis(mode).is_file():
-            _write_tsv(summary, run.layout.analysis(mode))
+            write_tsv(summary, run.layout.analysis(mode))
 
 
 def _same(units: pd.DataFrame, unit: _Unit, seed: int) -> np.ndarray:

@@ -34,7 +34,7 @@ from brainmaps.models.predict import VolumeDataset
 from brainmaps.run.folder import RunFolder, open_run
 from brainmaps.run.stages import read_stage
 from brainmaps.steps.base import Step, needs_maps, record_stage, register_step
-from brainmaps.steps.faithfulness import _write_tsv
+from brainmaps.utils import write_tsv
 from brainmaps.validation import check_int
 
 __all__ = [
@@ -377,8 +377,8 @@ def _describe(run: RunFolder, scores: pd.DataFrame, method: str, fold: int, rows
 
 def _write(run: RunFolder, table: pd.DataFrame, bound: float, **options) -> Path:
     out = run.layout.analysis("sanity")
-    _write_tsv(table, out)
-    _write_tsv(sanity_summary(table, bound), run.layout.analysis("sanity_summary"))
+    write_tsv(table, out)
+    write_tsv(sanity_summary(table, bound), run.layout.analysis("sanity_summary"))
     record_stage(run, "sanity", bound=bound, **options)
     return out
 

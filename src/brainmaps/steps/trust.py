@@ -34,7 +34,7 @@ from brainmaps.steps.base import (
     record_stage,
     register_step,
 )
-from brainmaps.steps.faithfulness import _write_tsv
+from brainmaps.utils import write_tsv
 
 __all__ = ["SOURCES", "STEP", "trust_run"]
 
@@ -104,7 +104,7 @@ def trust_run(
         commands={"roar": roar},
     )
     out = layout.analysis("trust")
-    _write_tsv(table, out)
+    write_tsv(table, out)
     record_stage(
         run, "trust", methods=table["method"].tolist(),
         sources=[SOURCES[k] for k, t in tables.items() if t is not None],
