@@ -5,7 +5,9 @@ Reads the tables the other steps wrote (``localisation``, ``faithfulness``,
 ``analysis/trust.tsv`` through :func:`brainmaps.analysis.trust.trust_table`, which holds
 the checks, their bounds and the verdict rule. Nothing is evaluated, so the step is cheap;
 it runs after every step whose table it reads (``order`` 90: a step writing ``roar.tsv``
-must order below it) and its table is stale when any of them is newer. Until a step named
+must order below it) and its table is stale when any of them is newer. A source table
+older than a method's ``maps.tsv`` was measured on earlier maps: that method's rows are
+ignored ("not measured") until the step runs again. Until a step named
 ``roar`` is registered, a missing ROAR table reads "no ROAR step" instead of naming a
 command.
 """
@@ -53,6 +55,19 @@ def _read(path: Path) -> pd.DataFrame | None:
     return pd.read_csv(path, sep="\t", dtype={"method": str, "subject": str, "session": str})
 
 
+def _current(table: pd.DataFrame | None, path: Path, maps_time: dict[str, float]):
+    """``table`` without the rows of methods whose maps are newer than it.
+
+    A check measured on maps that were made again since (``explain --overwrite``) says
+    nothing about the maps on disk: it reads "not measured" until its step runs again.
+    """
+    if table is None or "method" not in table:
+        return table
+    made = path.stat().st_mtime
+    stale = [m for m, t in maps_time.items() if t > made]
+    return table[~table["method"].isin(stale)].reset_index(drop=True)
+
+
 def _inputs(run: RunFolder) -> list[Path]:
     """The tables the trust table is made from: it is stale when one is newer."""
     return [run.layout.analysis(name) for name in SOURCES.values()] + map_manifests(run)
@@ -87,8 +102,16 @@ def trust_run(
     run = open_run(run_dir)
     layout = run.layout
     methods = list(dict.fromkeys(methods or list_map_methods(run)))
-    tables = {key: _read(layout.analysis(name)) for key, name in SOURCES.items()}
     manifests = {m: _read(layout.maps_manifest(m)) for m in layout.map_methods()}
+    maps_time = {
+        m: layout.maps_manifest(m).stat().st_mtime
+        for m, table in manifests.items()
+        if table is not None
+    }
+    tables = {
+        key: _current(_read(layout.analysis(name)), layout.analysis(name), maps_time)
+        for key, name in SOURCES.items()
+    }
     truth = tables["localisation"] is not None or ground_truth_mask(run) is not None
     # the ROAR table is read when present; until a step writes it, no command is named
     roar = get_step("roar").command if "roar" in list_steps() else None
