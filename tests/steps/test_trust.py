@@ -139,3 +139,21 @@ def test_methods_from_the_tables_are_never_left_out(gradient_run):
     assert table.loc["gradient", "verdict"] == "passes"  # only sanity measured
     assert table.loc["edges", "verdict"] == "fails"
     assert table.loc["edges", "cost_reading"].startswith("not measured for this method")
+
+
+def test_checks_of_earlier_maps_read_not_measured(gradient_run):
+    # maps made again after the localisation table (explain --overwrite): its AUC was
+    # measured on other maps, so it no longer counts for them
+    layout = RunLayout(gradient_run)
+    localise(gradient_run, ["gradient"])
+    trust_run(gradient_run)
+    assert np.isfinite(_read(layout.analysis("trust")).iloc[0]["localisation_auc"])
+    _later(layout.maps_manifest("gradient"), layout.analysis("localisation"))
+    trust_run(gradient_run)
+    row = _read(layout.analysis("trust")).iloc[0]
+    assert np.isnan(row["localisation_auc"]) and pd.isna(row["localisation_passed"])
+    assert row["localisation_reading"].startswith("not measured")
+    localise(gradient_run, ["gradient"])  # measured again on the new maps: it counts again
+    _later(layout.analysis("localisation"), layout.maps_manifest("gradient"))
+    trust_run(gradient_run)
+    assert np.isfinite(_read(layout.analysis("trust")).iloc[0]["localisation_auc"])
