@@ -225,6 +225,20 @@ def test_cli_writes_the_tables(tiny_run, tmp_path, input_edges_method, capsys):
     assert record["explain"]["gradient"] == {"target": "predicted", "options": {"absolute": False}}
     assert analyse_run(run_dir, ["sanity"], log=None)["sanity"].startswith("current")
 
+    # checking one method again keeps the others' results on the same sample ...
+    again = ["sanity", str(run_dir), "--methods", "gradient", "--subjects-per-fold", "2",
+             "--seed", "3", "--no-progress"]  # fmt: skip
+    assert main(again) == 0
+    summary = pd.read_csv(layout.analysis("sanity_summary"), sep="\t").set_index("method")
+    assert set(summary.index) == {"gradient", EDGES} and not summary.loc[EDGES, "passed"]
+    assert len(pd.read_csv(layout.analysis("sanity"), sep="\t")) == len(table)
+    record = yaml.safe_load(layout.stage_record("sanity").read_text())["options"]
+    assert record["methods"] == [EDGES, "gradient"]
+    # ... and drops them when the sample changes (they are no longer comparable)
+    assert main([*again[:-2], "4", "--no-progress"]) == 0
+    summary = pd.read_csv(layout.analysis("sanity_summary"), sep="\t")
+    assert summary["method"].tolist() == ["gradient"]
+
 
 def test_step_defaults_and_errors(tiny_run, tmp_path):
     run_dir = tmp_path / "run"
@@ -239,3 +253,7 @@ def test_step_defaults_and_errors(tiny_run, tmp_path):
         sanity_run(run_dir, ["nope"], progress=False)
     with pytest.raises(ConfigError, match="subjects_per_fold: expected an integer"):
         sanity_run(run_dir, ["gradient"], subjects_per_fold=0, progress=False)
+    with pytest.raises(ConfigError, match="random_state: expected an integer"):
+        sanity_run(run_dir, ["gradient"], random_state=-1, progress=False)
+    with pytest.raises(ConfigError, match="bound"):
+        sanity_run(run_dir, ["gradient"], bound=2.0, progress=False)

@@ -35,7 +35,7 @@ from brainmaps.run.folder import RunFolder, open_run
 from brainmaps.run.stages import read_stage
 from brainmaps.steps.base import Step, needs_maps, record_stage, register_step
 from brainmaps.utils import write_tsv
-from brainmaps.validation import check_int
+from brainmaps.validation import check_float, check_int
 
 __all__ = [
     "SLOW_METHODS",
@@ -329,6 +329,8 @@ def sanity_run(
         )
     subjects_per_fold = check_int("subjects_per_fold", subjects_per_fold, min=1)
     batch_size = check_int("batch_size", batch_size, min=1)
+    random_state = check_int("random_state", random_state, min=0)
+    bound = check_float("bound", bound, min=0.0, max=1.0)
     settings = {m: _settings(run, m) for m in methods}
     mask = np.asarray(run_brain_mask(run).dataobj) > 0
     volumes, checkpoints = run.volumes(progress=progress), run.fold_models()
@@ -375,11 +377,32 @@ def _describe(run: RunFolder, scores: pd.DataFrame, method: str, fold: int, rows
     return pd.concat([front, scores.reset_index(drop=True)], axis=1)
 
 
+def _kept_rows(run: RunFolder, methods: Sequence[str], **sample) -> pd.DataFrame | None:
+    """Rows of other methods checked earlier on the same sample (kept beside the new ones).
+
+    A check of some methods must not erase the others' results; rows made with another
+    sample (subjects per fold, seed) are not comparable and are dropped.
+    """
+    out = run.layout.analysis("sanity")
+    record = read_stage(run.layout.stage_record("sanity")) or {}
+    earlier = record.get("options") or {}
+    if not out.is_file() or any(earlier.get(k) != v for k, v in sample.items()):
+        return None
+    old = pd.read_csv(out, sep="\t", dtype={"method": str, "subject": str, "session": str})
+    return old[~old["method"].isin(methods)]
+
+
 def _write(run: RunFolder, table: pd.DataFrame, bound: float, **options) -> Path:
     out = run.layout.analysis("sanity")
+    methods = list(options.pop("methods"))
+    sample = {k: options[k] for k in ("subjects_per_fold", "random_state")}
+    kept = _kept_rows(run, methods, **sample)
+    if kept is not None and len(kept):
+        table = pd.concat([kept, table], ignore_index=True)
+        methods = list(dict.fromkeys([*kept["method"], *methods]))
     write_tsv(table, out)
     write_tsv(sanity_summary(table, bound), run.layout.analysis("sanity_summary"))
-    record_stage(run, "sanity", bound=bound, **options)
+    record_stage(run, "sanity", bound=bound, methods=methods, **options)
     return out
 
 
