@@ -236,3 +236,23 @@ def test_cli_writes_the_tables_and_resumes(tiny_run, tmp_path, monkeypatch, caps
     section = html[start : html.index("</section>", start)]
     assert "data:image/png;base64," in section and "Hooker" in section
     assert html.index('id="masked_eval"') < start
+
+
+def test_default_methods_leave_sampled_maps_out_and_bad_fractions_train_nothing(tiny_run, tmp_path):
+    from brainmaps.exceptions import BrainmapsWarning
+    from brainmaps.run.folder import open_run
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    explain(run_dir, ["gradient"], progress=False)
+    explain(run_dir, ["grad_cam"], subjects_per_fold=1, progress=False)
+    with pytest.warns(BrainmapsWarning, match="grad_cam left out"):
+        assert roar_step._covering(open_run(run_dir), ["gradient", "grad_cam"]) == ["gradient"]
+    with pytest.raises(ConfigError, match="no method's maps cover every subject"):
+        roar_step._covering(open_run(run_dir), ["grad_cam"])
+    for bad in ([float("nan")], [1.5], [-0.2]):
+        with pytest.raises(ConfigError, match="fractions must lie strictly between 0 and 1"):
+            roar_step.roar_run(run_dir, ["gradient"], fractions=bad, epochs=1, progress=False)
+    layout = RunLayout(run_dir)
+    assert not layout.stage_record("roar").exists()
+    assert not layout.analysis("roar_folds").exists()

@@ -61,6 +61,7 @@ method's ``maps.tsv``); a row with the same key, options and maps is not trained
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,7 +74,7 @@ from tqdm.auto import tqdm
 from brainmaps.analysis import roar as R
 from brainmaps.analysis.faithfulness import random_attribution
 from brainmaps.analysis.maps import list_map_methods, run_brain_mask
-from brainmaps.exceptions import ConfigError
+from brainmaps.exceptions import BrainmapsWarning, ConfigError
 from brainmaps.models import create_model
 from brainmaps.models.checkpoints import load_checkpoint
 from brainmaps.run.folder import RunFolder, open_run
@@ -131,10 +132,36 @@ def _methods(run: RunFolder, methods: Sequence[str] | None) -> list[str]:
     return methods
 
 
+def _covering(run: RunFolder, methods: list[str]) -> list[str]:
+    """The methods whose maps cover every subject (the default when none are named).
+
+    The slow methods are often explained on a sample (``--subjects-per-fold``); ROAR ranks
+    every volume by its own map, so they are left out with a warning instead of stopping
+    the call. Named methods keep the error of :func:`_map_files`.
+    """
+    n = len(run.table)
+    full = [m for m in methods if len(set(_manifest(run, m)["row"].astype(int))) == n]
+    left = [m for m in methods if m not in full]
+    if not full:
+        raise ConfigError(
+            f"no method's maps cover every subject of {run.path}; run 'brainmaps explain "
+            f"{run.path} --methods M' without --subjects-per-fold, or use --ranking fold_mean."
+        )
+    if left:
+        warnings.warn(
+            f"roar: {', '.join(left)} left out: their maps cover only some subjects (ROAR "
+            "ranks every volume by its own map); explain them for every subject and name "
+            "them with --methods, or use --ranking fold_mean.",
+            BrainmapsWarning,
+            stacklevel=3,
+        )
+    return full
+
+
 def _fractions(fractions: Sequence[float]) -> list[float]:
     """Sorted, unique, in (0, 1); a 0 is dropped (the reference is always trained)."""
     values = sorted({round(float(f), 6) for f in fractions} - {0.0})
-    if not values or values[0] < 0 or values[-1] >= 1:
+    if not values or not all(0 < f < 1 for f in values):  # also refuses nan
         raise ConfigError(
             f"fractions must lie strictly between 0 and 1, got {list(fractions)}; fraction "
             "0 (the unmodified retrain) is always added, e.g. 0.1,0.3,0.5,0.7,0.9."
@@ -362,6 +389,7 @@ def roar_run(
     run = open_run(run_dir)
     if not run.task.is_classification:
         raise ConfigError("ROAR needs a classification run (accuracy); this one regresses.")
+    given = methods
     methods, fractions, folds = _methods(run, methods), _fractions(fractions), _folds(run, folds)
     modes = list(R.MODES) if mode == "both" else [check_choice("mode", mode, R.MODES)]
     options = {
@@ -373,6 +401,8 @@ def roar_run(
         "sigma_mm": float(sigma_mm) if fill == "blur" else None,
     }  # fmt: skip
     seed = check_int("random_state", random_state, min=0)
+    if given is None and options["ranking"] == "subject":
+        methods = _covering(run, methods)
     layout = run.layout
     files, maps = {}, {}
     for m in methods:
