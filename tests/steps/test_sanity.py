@@ -257,3 +257,17 @@ def test_step_defaults_and_errors(tiny_run, tmp_path):
         sanity_run(run_dir, ["gradient"], random_state=-1, progress=False)
     with pytest.raises(ConfigError, match="bound"):
         sanity_run(run_dir, ["gradient"], bound=2.0, progress=False)
+
+
+def test_a_stage_record_with_refused_options_names_the_file_and_the_mm_option(tiny_run, tmp_path):
+    # maps made by a brainmaps whose Meaningful Perturbations took its sizes in voxels
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    layout = RunLayout(run_dir)
+    record = layout.stage_record("explain-meaningful_perturbation")
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(yaml.safe_dump({"options": {"target": "predicted",
+                                                  "options": {"sigma_mask": 1.0}}}))  # fmt: skip
+    with pytest.raises(ConfigError, match="sigma_mask is now sigma_mask_mm") as err:
+        sanity_run(run_dir, ["meaningful_perturbation"], progress=False)
+    assert str(record) in str(err.value) and "Explain the run again." in str(err.value)

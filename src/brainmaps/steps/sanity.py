@@ -26,7 +26,12 @@ from tqdm.auto import tqdm
 
 from brainmaps.analysis.maps import list_map_methods, run_brain_mask
 from brainmaps.analysis.sanity import SPEARMAN_BOUND, map_similarity, sanity_summary
-from brainmaps.attribution.base import create_method, get_method, list_methods, method_options
+from brainmaps.attribution.base import (
+    check_options,
+    create_method,
+    get_method,
+    list_methods,
+)
 from brainmaps.exceptions import BrainmapsWarning, ConfigError
 from brainmaps.models.checkpoints import model_from_checkpoint
 from brainmaps.models.device import resolve_device
@@ -233,15 +238,13 @@ def _methods(run: RunFolder, methods: Sequence[str] | None) -> list[str]:
 
 def _settings(run: RunFolder, method: str) -> dict:
     """Target and options of the method's maps (``stages/explain-<m>.yaml``)."""
-    record = read_stage(run.layout.stage_record(f"explain-{method}")) or {}
-    options = record.get("options") or {}
+    path = run.layout.stage_record(f"explain-{method}")
+    options = (read_stage(path) or {}).get("options") or {}
     opts = dict(options.get("options") or {})
-    unknown = sorted(set(opts) - set(method_options(method)))
-    if unknown:
-        raise ConfigError(
-            f"{run.layout.stage_record(f'explain-{method}')} holds options {unknown} that "
-            f"{method} does not accept; explain the run again."
-        )
+    try:
+        check_options(method, opts, run.grid.shape)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err} Explain the run again.") from None
     return {"target": options.get("target", "predicted"), "options": opts}
 
 
