@@ -71,7 +71,12 @@ def _prepare(
 
 
 def pointing_game(
-    img: ImgLike, truth_img: ImgLike, mask_img: ImgLike | None = None, *, tolerance_mm=0.0
+    img: ImgLike,
+    truth_img: ImgLike,
+    mask_img: ImgLike | None = None,
+    *,
+    tolerance_mm=0.0,
+    absolute: bool = True,
 ) -> bool:
     """Whether the map's maximum (inside the mask) falls in the dilated planted mask.
 
@@ -84,12 +89,15 @@ def pointing_game(
     tolerance_mm : float
         The planted mask is dilated by this many millimetres (Zhang et al. used 15
         pixels in 2D images).
+    absolute : bool
+        Take the maximum of the absolute values (default), so a strongly negative voxel
+        can be the one pointed at; ``False``: of the signed values.
 
     Returns
     -------
     bool
     """
-    values, truth, brain = _prepare(img, truth_img, mask_img, absolute=True)
+    values, truth, brain = _prepare(img, truth_img, mask_img, absolute=absolute)
     if tolerance_mm > 0:
         zooms = np.sqrt((as_img(img).affine[:3, :3] ** 2).sum(axis=0))
         radius = np.ceil(tolerance_mm / zooms).astype(int)
@@ -139,7 +147,9 @@ def localisation_scores(
         "roc_auc": float(roc_auc_score(t, v)) if np.ptp(v) > 0 else 0.5,
         "relevance_mass": float(positive[t].sum() / total) if total > 0 else float("nan"),
         "mass_baseline": float(t.mean()),
-        "pointing_game": float(pointing_game(img, truth_img, mask_img, tolerance_mm=tolerance_mm)),
+        "pointing_game": float(
+            pointing_game(img, truth_img, mask_img, tolerance_mm=tolerance_mm, absolute=absolute)
+        ),
     }
 
 
