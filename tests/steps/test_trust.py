@@ -59,11 +59,13 @@ def test_without_analyses_everything_is_not_measured(gradient_run, capsys):
     out = capsys.readouterr().out
     assert "gradient: INCOMPLETE - " in out and "trust table written to" in out
     row = _read(RunLayout(gradient_run).analysis("trust")).iloc[0]
-    # the tiny cohort is synthetic: its truth exists, so localisation is a missing step
-    assert row["localisation_reading"] == "not measured: run `brainmaps localise RUN`"
+    # the tiny cohort is synthetic: its truth exists, so localisation is a missing step;
+    # the command names the run folder itself, ready to paste
+    assert row["localisation_reading"] == f"not measured: run `brainmaps localise {run.path}`"
     assert row["verdict"] == "incomplete" and np.isnan(row["deletion_auc"])
     if "roar" in list_steps():  # once a ROAR step exists, its command is named
-        assert row["roar_reading"] == f"not measured: run `{get_step('roar').command} RUN`"
+        command = f"{get_step('roar').command} {run.path}"
+        assert row["roar_reading"] == f"not measured: run `{command}`"
     else:
         assert row["roar_reading"] == "not measured: no ROAR step in this brainmaps"
     manifest = _read(RunLayout(gradient_run).maps_manifest("gradient"))
@@ -101,7 +103,8 @@ def test_step_gathers_the_tables_and_the_report_shows_them(gradient_run):
     assert row["verdict"] == "fails"
     assert "deletion 0.70 vs random 0.66 (not better than random)" in row["reading"]
     assert "ROAR drop +0.15 beyond random" in row["reading"]
-    assert row["sanity_reading"] == "not measured: run `brainmaps sanity RUN`"
+    path = open_run(gradient_run).path
+    assert row["sanity_reading"] == f"not measured: run `brainmaps sanity {path}`"
     record = yaml.safe_load(layout.stage_record("trust").read_text())["options"]
     assert record["methods"] == ["gradient"]
     assert record["sources"] == ["localisation", "faithfulness", "roar"]
@@ -114,7 +117,7 @@ def test_step_gathers_the_tables_and_the_report_shows_them(gradient_run):
     flagged = re.findall(r'<tr class="flag">(.*?)</tr>', section, flags=re.DOTALL)
     assert len(flagged) == 1 and "gradient" in flagged[0] and "fails" in flagged[0]
     assert "0.700 (0.66)" in flagged[0]  # deletion area (random's)
-    assert "Not measured yet: <code>brainmaps sanity RUN</code>" in section
+    assert f"Not measured yet: <code>brainmaps sanity {path}</code>" in section
 
     # a sanity summary written later makes the table stale; the step reads it
     _tsv(layout.analysis("sanity_summary"), [
@@ -157,3 +160,11 @@ def test_checks_of_earlier_maps_read_not_measured(gradient_run):
     _later(layout.analysis("localisation"), layout.maps_manifest("gradient"))
     trust_run(gradient_run)
     assert np.isfinite(_read(layout.analysis("trust")).iloc[0]["localisation_auc"])
+
+
+def test_readings_quote_a_run_folder_with_a_space(gradient_run):
+    spaced = gradient_run.with_name("my run")
+    gradient_run.rename(spaced)
+    row = _read(trust_run(spaced)).iloc[0]
+    quoted = f"'{open_run(spaced).path}'"
+    assert row["sanity_reading"] == f"not measured: run `brainmaps sanity {quoted}`"

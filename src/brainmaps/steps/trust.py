@@ -7,7 +7,8 @@ the checks, their bounds and the verdict rule. Nothing is evaluated, so the step
 it runs after every step whose table it reads (``order`` 90: a step writing ``roar.tsv``
 must order below it) and its table is stale when any of them is newer. A source table
 older than a method's ``maps.tsv`` was measured on earlier maps: that method's rows are
-ignored ("not measured") until the step runs again. Until a step named
+ignored ("not measured") until the step runs again. The commands that readings name
+are written with the run folder's path. Until a step named
 ``roar`` is registered, a missing ROAR table reads "no ROAR step" instead of naming a
 command.
 """
@@ -15,6 +16,7 @@ command.
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -124,6 +126,7 @@ def trust_run(
         localisation_bound=localisation_bound,
         margin=margin,
         roar_margin=roar_margin,
+        run=shlex.quote(str(run.path)),
         commands={"roar": roar},
     )
     out = layout.analysis("trust")
