@@ -1,4 +1,5 @@
-"""Small helpers shared by several subpackages: atomic writes, hashing, lazy exports."""
+"""Small helpers shared by several subpackages: atomic writes, hashing, lazy exports, and
+reading yes / no cells of tables."""
 
 from __future__ import annotations
 
@@ -13,7 +14,37 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "atomic_write_text", "lazy_exports", "stable_hash", "write_tsv"]
+__all__ = [
+    "atomic_path",
+    "atomic_write_text",
+    "falsy",
+    "lazy_exports",
+    "stable_hash",
+    "truthy",
+    "write_tsv",
+]
+
+#: How a true / false cell of a table reads back: pandas writes ``True`` / ``False``, a
+#: column of booleans with gaps (NaN) that became floats is written ``1.0`` / ``0.0``,
+#: and other tools write ``1`` / ``0`` or ``yes`` / ``no``.
+_TRUE = ("true", "1", "1.0", "yes")
+_FALSE = ("false", "0", "0.0", "no")
+
+
+def truthy(value: Any) -> bool:
+    """Whether a table cell says yes (``True``, ``"true"``, ``1``, ``1.0``, ``"yes"``).
+
+    Anything else (``False``, an empty cell, ``NaN``, other text) is not.
+    """
+    return str(value).strip().lower() in _TRUE
+
+
+def falsy(value: Any) -> bool:
+    """Whether a table cell says no (``False``, ``"false"``, ``0``, ``0.0``, ``"no"``).
+
+    An empty cell or ``NaN`` (not known) is neither :func:`truthy` nor falsy.
+    """
+    return str(value).strip().lower() in _FALSE
 
 
 @contextlib.contextmanager
