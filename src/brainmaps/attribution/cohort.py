@@ -29,11 +29,37 @@ from brainmaps.run.folder import RunFolder, open_run
 from brainmaps.run.layout import RunLayout, map_filename
 from brainmaps.utils import atomic_path
 
-__all__ = ["class_means", "explain_run", "map_filename", "occlusion_cohort_map"]
+__all__ = [
+    "class_means",
+    "explain_run",
+    "explained_units",
+    "map_filename",
+    "occlusion_cohort_map",
+    "resolve_targets",
+]
 
 
-def _resolve_targets(run: RunFolder, target: str | int, idx: np.ndarray) -> Any:
-    """Turn the user's ``target`` into what :meth:`AttributionMethod.attribute` takes."""
+def resolve_targets(run: RunFolder, target: str | int, idx: np.ndarray) -> Any:
+    """Turn the user's ``target`` into what :meth:`AttributionMethod.attribute` takes.
+
+    Parameters
+    ----------
+    run : RunFolder
+    target : "predicted", "true", class name or class index
+    idx : numpy.ndarray of int
+        Rows of the run's table being explained (for ``"true"``).
+
+    Returns
+    -------
+    str, int or torch.Tensor
+        ``"predicted"`` (also for every regression run), a class index, or the true
+        class of each row.
+
+    Raises
+    ------
+    ConfigError
+        If ``target`` is none of these.
+    """
     if not run.task.is_classification or target == "predicted":
         return "predicted"
     if target == "true":
@@ -46,6 +72,10 @@ def _resolve_targets(run: RunFolder, target: str | int, idx: np.ndarray) -> Any:
         f"target must be 'predicted', 'true' or a class of the run "
         f"({', '.join(run.classes)}), got {target!r}."
     )
+
+
+#: The former private name, for callers not yet moved to :func:`resolve_targets`.
+_resolve_targets = resolve_targets
 
 
 def _method_kwargs(
@@ -74,8 +104,9 @@ def _target_names(run: RunFolder, model_targets: torch.Tensor | None, n: int) ->
     return [run.classes[int(t)] for t in model_targets]
 
 
-def _explained_units(run, model, x, targets) -> torch.Tensor | None:
-    """The class index each map explains (for the manifest)."""
+def explained_units(run: RunFolder, model, x: torch.Tensor, targets) -> torch.Tensor | None:
+    """The class index each map of ``x`` explains: ``targets`` of :func:`resolve_targets`
+    made concrete (``"predicted"`` is the ``model``'s class); ``None`` for regression."""
     if not run.task.is_classification:
         return None
     if isinstance(targets, str):
@@ -184,7 +215,7 @@ def explain_run(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}.")
     kwargs = _method_kwargs(methods, layer, options, run.grid.shape)
-    _resolve_targets(run, target, np.arange(1))  # a bad target fails before any work
+    resolve_targets(run, target, np.arange(1))  # a bad target fails before any work
     if subjects_per_fold is not None and (
         isinstance(subjects_per_fold, bool)
         or not isinstance(subjects_per_fold, int)
@@ -258,10 +289,10 @@ def _batch(volumes, rows: Sequence[int]) -> torch.Tensor:
 
 def _explain_batch(run, model, volumes, batch, kwargs, target, folders, done, dev, fold, channels):
     x = _batch(volumes, batch).to(dev)
-    targets = _resolve_targets(run, target, np.asarray(batch))
+    targets = resolve_targets(run, target, np.asarray(batch))
     if isinstance(targets, torch.Tensor):
         targets = targets.to(dev)
-    units = _explained_units(run, model, x, targets)
+    units = explained_units(run, model, x, targets)
     names = _target_names(run, units, len(batch))
     for method, opts in kwargs.items():
         pending = [j for j, i in enumerate(batch) if _file(run, i) not in done[method]]
