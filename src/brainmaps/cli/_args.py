@@ -6,9 +6,10 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from brainmaps.exceptions import BrainmapsError
+from brainmaps.exceptions import BrainmapsError, ConfigError
+from brainmaps.validation import parse_list
 
-__all__ = ["add_progress_flag", "argument_type"]
+__all__ = ["add_progress_flag", "argument_type", "parse_numbers"]
 
 
 def argument_type(func: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -45,3 +46,35 @@ def add_progress_flag(parser: argparse.ArgumentParser) -> None:
         "--no-progress", "--quiet", dest="no_progress", action="store_true",
         help="hide progress bars",
     )  # fmt: skip
+
+
+def parse_numbers(text: str | None, flag: str, kind: type = int) -> list | None:
+    """A comma-separated list of numbers such as ``--folds-subset 0,1``.
+
+    Parameters
+    ----------
+    text : str or None
+        The value given; ``None`` (not given) stays ``None``.
+    flag : str
+        The option, for the message, e.g. ``"--folds-subset"``.
+    kind : type
+        ``int`` or ``float``.
+
+    Returns
+    -------
+    list or None
+
+    Raises
+    ------
+    ConfigError
+        If an item is not a number of that kind.
+    """
+    items = parse_list(text, flag, example="0.1,0.5" if kind is float else "0,1")
+    if items is None:
+        return None
+    try:
+        return [kind(v) for v in items]
+    except ValueError:
+        raise ConfigError(
+            f"{flag}: expected {kind.__name__}s separated by commas, got {text!r}."
+        ) from None

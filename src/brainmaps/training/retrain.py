@@ -1,10 +1,13 @@
-"""Train a fresh model on (modified) volumes and score it: one retrain of ROAR / KAR.
+"""Train a fresh model on (modified) volumes or labels and score it.
 
 :mod:`brainmaps.steps.roar` calls :func:`retrain_and_score` once per method, fraction
 and fold on volumes whose top (or bottom) ranked voxels were replaced (Hooker et al.
-2019); tests call it on tiny planted cohorts. It is :func:`~brainmaps.training.loop.
-train_model` (the run's training loop: Adam, best validation epoch) followed by the one
-predict path and the classification metrics, with the model built under a fixed seed.
+2019); :mod:`brainmaps.steps.sanity` calls :func:`retrain_fold` on a fold's volumes
+with its training labels permuted (the data randomisation test of Adebayo et al. 2018)
+and keeps the model to explain it; tests call them on tiny planted cohorts. Each is
+:func:`~brainmaps.training.loop.train_model` (the run's training loop: Adam, best
+validation epoch) followed by the one predict path and the classification metrics,
+with the model built under a fixed seed.
 """
 
 from __future__ import annotations
@@ -16,14 +19,27 @@ import numpy as np
 import torch
 
 from brainmaps.evaluation.metrics import classification_metrics
+from brainmaps.exceptions import ConfigError
+from brainmaps.models import create_model
+from brainmaps.models.checkpoints import load_checkpoint
 from brainmaps.models.predict import predict_volumes
+from brainmaps.run.folder import RunFolder
 from brainmaps.training.loop import train_model
 from brainmaps.training.run import TrainingDivergedError
 
-__all__ = ["retrain_and_score"]
+__all__ = ["check_folds", "fold_model_factory", "retrain_and_score", "retrain_fold",
+           "retrain_model"]  # fmt: skip
 
 
-def retrain_and_score(
+def retrain_and_score(*args, **kwargs) -> dict:
+    """Train a fresh model on ``volumes[train_idx]`` and score it on ``volumes[test_idx]``.
+
+    :func:`retrain_model` without the model: the same parameters, its ``scores``.
+    """
+    return retrain_model(*args, **kwargs)[1]
+
+
+def retrain_model(
     make_model: Callable[[], torch.nn.Module],
     volumes,
     labels: np.ndarray,
@@ -41,8 +57,8 @@ def retrain_and_score(
     bn_recalibration: bool = True,
     progress: bool = False,
     desc: str = "",
-) -> dict:
-    """Train a fresh model on ``volumes[train_idx]`` and score it on ``volumes[test_idx]``.
+) -> tuple[torch.nn.Module, dict]:
+    """Train a fresh model on ``volumes[train_idx]``, score it on ``volumes[test_idx]``.
 
     Parameters
     ----------
@@ -60,7 +76,9 @@ def retrain_and_score(
 
     Returns
     -------
-    dict
+    model : torch.nn.Module
+        The trained model (its best epoch), on the device ``make_model`` built it on.
+    scores : dict
         ``accuracy``, ``balanced_accuracy``, ``roc_auc`` on the test volumes,
         ``best_epoch`` and ``seconds`` (training and scoring).
     """
@@ -80,10 +98,102 @@ def retrain_and_score(
             f"diverged. Lower the run's learning rate (now {lr:g})."
         )
     m = classification_metrics(np.asarray(labels)[np.asarray(test_idx)], proba)
-    return {
+    return model, {
         "accuracy": m["accuracy"],
         "balanced_accuracy": m["balanced_accuracy"],
         "roc_auc": m["roc_auc"],
         "best_epoch": int(result.best_epoch),
         "seconds": round(time.perf_counter() - start, 3),
     }
+
+
+def check_folds(run: RunFolder, folds: Sequence[int] | None, *, name: str = "folds") -> list[int]:
+    """The sorted, unique folds to retrain (default: every fold of the run).
+
+    Raises
+    ------
+    ConfigError
+        If ``folds`` is empty or names a fold the run does not have.
+    """
+    if folds is None:
+        return list(range(run.n_folds))
+    chosen = []
+    for f in folds:
+        if (
+            isinstance(f, bool)
+            or not isinstance(f, int | np.integer)
+            or not (0 <= int(f) < run.n_folds)
+        ):
+            raise ConfigError(
+                f"{name}: fold {f!r} is not a fold of {run.path}, which has folds "
+                f"0..{run.n_folds - 1}; give some of them, e.g. {name}=[0]."
+            )
+        chosen.append(int(f))
+    if not chosen:
+        raise ConfigError(f"{name} is empty; give at least one fold, e.g. {name}=[0].")
+    return sorted(set(chosen))
+
+
+def fold_model_factory(run: RunFolder, fold: int) -> Callable[[], torch.nn.Module]:
+    """A function that builds a fresh, untrained model like fold ``fold``'s checkpoint.
+
+    The architecture and options come from the checkpoint's metadata (what was really
+    trained), not from the configuration, which a run may have changed since.
+    """
+    _, meta = load_checkpoint(run.fold_models()[fold])
+    name, config = meta["model"], dict(meta["model_config"])
+    return lambda: create_model(name, **config)
+
+
+def retrain_fold(
+    run: RunFolder,
+    fold: int,
+    volumes,
+    labels: np.ndarray,
+    *,
+    epochs: int | None = None,
+    random_state: int = 0,
+    device: str = "auto",
+    progress: bool = False,
+    desc: str = "",
+) -> tuple[torch.nn.Module, dict]:
+    """Train fold ``fold``'s model again from scratch with the run's configuration.
+
+    The fold's training and validation volumes, its checkpoint's model, and the run's
+    learning rate, batch size, mixed precision, BatchNorm recalibration and workers; the
+    seed of the weights and batch order is the run's ``seed + fold + random_state``, so
+    with ``random_state=0``, the run's epochs and unchanged inputs it is the fold model
+    again. Scored on the fold's test volumes.
+
+    Parameters
+    ----------
+    run : RunFolder
+        A classification run.
+    fold : int
+    volumes : sequence of numpy.ndarray
+        The run's volumes (modified or not), indexed like its table.
+    labels : numpy.ndarray of int
+        Class index of every volume (the run's, or changed ones).
+    epochs : int, optional
+        Default: the run's.
+    random_state : int
+        Added to the training seed.
+    device, progress, desc
+        As in :func:`retrain_model`.
+
+    Returns
+    -------
+    model : torch.nn.Module
+    scores : dict
+        As in :func:`retrain_model`, with ``n_train``, ``n_val`` and ``n_test``.
+    """
+    t = run.config.training
+    train, val, test = (run.indices(fold, role) for role in ("train", "val", "test"))
+    model, scores = retrain_model(
+        fold_model_factory(run, fold), volumes, labels, train, val, test,
+        epochs=t.epochs if epochs is None else epochs, lr=t.lr, batch_size=t.batch_size,
+        seed=t.seed + fold + random_state, amp=t.amp, device=device,
+        num_workers=run.config.execution.num_workers, bn_recalibration=t.bn_recalibration,
+        progress=progress, desc=desc,
+    )  # fmt: skip
+    return model, {**scores, "n_train": len(train), "n_val": len(val), "n_test": len(test)}
