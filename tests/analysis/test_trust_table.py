@@ -209,3 +209,43 @@ def test_readings_show_enough_decimals_to_tell_the_numbers_apart():
     assert "deletion 0.655 vs random 0.658" in row["reading"]
     assert row["localisation_passed"] is True
     assert "class-mean map AUC 0.6004 > 0.6" in row["localisation_reading"]
+
+
+def test_sanity_reading_adds_the_data_randomisation_result():
+    sanity = pd.DataFrame(
+        {"method": ["both", "labels_stick", "cascade_only", "flat"],
+         "spearman_abs": [0.2, 0.2, 0.2, np.nan], "bound": 0.5,
+         "data_n_subjects": [4, 4, np.nan, np.nan],
+         "data_spearman_abs": [0.3, 0.97, np.nan, np.nan],
+         "data_accuracy": [0.52, 0.48, np.nan, np.nan],
+         "passed": ["True", "False", "1.0", "False"]}  # 1.0: a float-read boolean column
+    )  # fmt: skip
+    table = trust_table([], sanity=sanity, run="runs/a").set_index("method")
+    both = table.loc["both"]
+    assert both["sanity_passed"] is True and both["verdict"] == "passes"
+    assert both["sanity_data_spearman_abs"] == 0.3 and both["sanity_data_accuracy"] == 0.52
+    assert both["sanity_reading"] == (
+        "sanity passed: median |rho| 0.20 <= 0.5 between the trained and the fully "
+        "randomised model's maps; labels permuted: median |rho| 0.30 <= 0.5; that "
+        "model's accuracy 0.52"
+    )
+    assert (
+        "sanity passed (|rho| 0.20 <= 0.5; labels permuted: median |rho| 0.30 <= 0.5)"
+        in (both["reading"])
+    )
+    # passing the cascade is not enough: failing the data randomisation fails the method
+    sticks = table.loc["labels_stick"]
+    assert sticks["sanity_passed"] is False and sticks["verdict"] == "fails"
+    assert "labels permuted: median |rho| 0.97 > 0.5" in sticks["sanity_reading"]
+    only = table.loc["cascade_only"]
+    assert only["sanity_passed"] is True and np.isnan(only["sanity_data_spearman_abs"])
+    assert only["sanity_reading"].endswith(
+        "data randomisation not measured (`brainmaps sanity runs/a --data-randomisation` "
+        "retrains on permuted labels)"
+    )
+    assert only["reading"].startswith("localisation not measured")
+    assert "sanity passed (|rho| 0.20 <= 0.5)" in only["reading"]
+    # every trained map constant: the step's verdict (failed), not "not measured"
+    flat = table.loc["flat"]
+    assert flat["sanity_passed"] is False and flat["verdict"] == "fails"
+    assert flat["sanity_reading"].startswith("sanity failed: every trained map is constant")

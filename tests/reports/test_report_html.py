@@ -96,17 +96,26 @@ def write_fake_analysis(run_dir: Path, classes=("control", "patient")) -> None:
     ])  # fmt: skip
     _tsv(out / "sanity.tsv", [
         {"method": m, "fold": 0, "subject": str(i), "session": "", "label": a,
-         "explained": a, "stage": s, "layer": layer, "spearman_abs": 0.9 / s,
-         "spearman": 0.8 / s, "ssim": 0.7 / s}
+         "explained": a, "check": "model", "stage": s, "layer": layer,
+         "spearman_abs": 0.9 / s, "spearman": 0.8 / s, "ssim": 0.7 / s}
         for m in METHODS for i in range(2)
         for s, layer in enumerate(["classifier.fc", "features.block1.conv+features.block1.bn"],
                                   start=1)
+    ] + [
+        {"method": m, "fold": 0, "subject": str(i), "session": "", "label": a,
+         "explained": a, "check": "data", "stage": 0, "layer": "labels permuted",
+         "spearman_abs": 0.25, "spearman": 0.2, "ssim": 0.3, "epochs": 5, "accuracy": 0.5}
+        for m in METHODS for i in range(2)
     ])  # fmt: skip
     _tsv(out / "sanity_summary.tsv", [
         {"method": "gradient", "n_subjects": 2, "n_stages": 2, "spearman_abs": 0.1234,
-         "spearman": 0.1, "ssim": 0.2, "bound": 0.5, "passed": True},
-        {"method": "grad_cam", "n_subjects": 2, "n_stages": 2, "spearman_abs": 0.8765,
-         "spearman": 0.8, "ssim": 0.7, "bound": 0.5, "passed": False},
+         "spearman": 0.1, "ssim": 0.2, "bound": 0.5, "data_n_subjects": 2,
+         "data_spearman_abs": 0.2468, "data_accuracy": 0.5, "data_passed": True,
+         "passed": True},
+        {"method": "grad_cam", "n_subjects": 2, "n_stages": 2, "spearman_abs": 0.4321,
+         "spearman": 0.4, "ssim": 0.7, "bound": 0.5, "data_n_subjects": 2,
+         "data_spearman_abs": 0.8765, "data_accuracy": 0.5, "data_passed": False,
+         "passed": False},
     ])  # fmt: skip
     masked = []
     for method in METHODS:
@@ -217,10 +226,15 @@ def test_tables_hold_the_values_written(full_report):
     flagged = re.findall(r'<tr class="flag">(.*?)</tr>', sanity, flags=re.DOTALL)
     assert len(flagged) == 1 and "grad_cam" in flagged[0] and "0.8765" in flagged[0]
     assert "0.1234" in sanity and "Adebayo" in sanity
+    assert "0.2468" in sanity and "permuted training labels" in sanity  # data randomisation
     trust = _section(html, "trust")
     flagged = re.findall(r'<tr class="flag">(.*?)</tr>', trust, flags=re.DOTALL)
     assert len(flagged) == 1 and "grad_cam" in flagged[0] and ">fails<" in flagged[0]
-    assert "sanity failed (|rho| 0.88 &gt; 0.5)" in flagged[0]
+    # grad_cam passes the cascade and fails the data randomisation: it fails sanity
+    assert (
+        "sanity failed (|rho| 0.43 &lt;= 0.5; labels permuted: median |rho| 0.88 &gt; 0.5)"
+        in flagged[0]
+    )
     assert ">passes<" in trust and "0.314 (0.5)" in trust and "0.9137" in trust
     assert "ROAR drop +0.19 beyond random" in trust
     masked = _section(html, "masked_eval")

@@ -26,9 +26,10 @@ from brainmaps.exceptions import ConfigError
 from brainmaps.reports.analyse import analyse_run
 from brainmaps.run import RunLayout
 from brainmaps.run.folder import open_run
-from brainmaps.steps import explain, get_step
+from brainmaps.steps import _sanity_data, explain, get_step
 from brainmaps.steps.sanity import (
     cascading_randomisation,
+    permuted_labels,
     randomisation_scores,
     randomisation_stages,
     sanity_run,
@@ -106,6 +107,60 @@ def test_summary_rule():
     assert summary["n_stages"].tolist() == [2, 2, 2]
     assert (summary["bound"] == SPEARMAN_BOUND).all()
     assert sanity_summary(table, bound=0.95).loc[1, "passed"]
+    assert summary["data_passed"].isna().all()  # no data randomisation rows: not measured
+
+
+def test_subjects_whose_trained_map_is_constant_are_left_out():
+    def rows(method, values, constant, check="model"):
+        return [{"method": method, "fold": 0, "subject": str(i), "check": check,
+                 "stage": 0 if check == "data" else 1, "spearman_abs": v, "spearman": v,
+                 "ssim": 0.5, "trained_constant": c, "accuracy": 0.5}
+                for i, (v, c) in enumerate(zip(values, constant, strict=True))]  # fmt: skip
+
+    # a flat trained map ranks nothing: its NaN once counted as 0 and passed the method
+    table = pd.DataFrame(
+        rows("some_flat", [np.nan, np.nan, 0.9], [True, True, False])
+        + rows("all_flat", [np.nan, np.nan], [True, True])
+        + rows("flat_after", [np.nan, np.nan, 0.9], [False, False, False])  # random: 0
+    )
+    summary = sanity_summary(table).set_index("method")
+    assert summary.loc["some_flat", "spearman_abs"] == pytest.approx(0.9)
+    assert summary.loc["some_flat", "n_subjects"] == 1
+    assert summary.loc["some_flat", "n_constant"] == 2
+    assert not summary.loc["some_flat", "passed"]
+    # nothing left to compare: not a pass by default (NaN medians, failed)
+    assert np.isnan(summary.loc["all_flat", "spearman_abs"])
+    assert not summary.loc["all_flat", "passed"]
+    assert summary.loc["flat_after", "spearman_abs"] == 0 and summary.loc["flat_after", "passed"]
+    # the same rule for the data randomisation rows, and a method fails when either fails
+    data = pd.DataFrame(
+        rows("changes", [0.2, 0.1], [False, False])
+        + rows("changes", [0.3, 0.2], [False, False], "data")
+        + rows("sticks", [0.2, 0.1], [False, False])
+        + rows("sticks", [np.nan, 0.8, 0.9], [True, False, False], "data")
+    )
+    summary = sanity_summary(data).set_index("method")
+    assert summary.loc["changes", "data_spearman_abs"] == pytest.approx(0.25)
+    assert summary.loc["changes", "data_passed"] and summary.loc["changes", "passed"]
+    assert summary.loc["sticks", "data_n_subjects"] == 2
+    assert summary.loc["sticks", "data_spearman_abs"] == pytest.approx(0.85)
+    assert summary.loc["sticks", "spearman_abs"] == pytest.approx(0.15)
+    assert not summary.loc["sticks", "data_passed"] and not summary.loc["sticks", "passed"]
+    assert summary.loc["sticks", "data_accuracy"] == 0.5
+
+
+def test_permuted_labels_shuffle_within_each_group():
+    labels = np.repeat([0, 1, 2], [7, 5, 4])
+    train, val = np.arange(0, 16, 2), np.array([1, 5, 9])
+    out = permuted_labels(labels, [train, val], [3, 0])
+    for rows in (train, val):  # same class counts in each group
+        assert sorted(out[rows]) == sorted(labels[rows])
+    others = np.setdiff1d(np.arange(16), np.r_[train, val])
+    assert np.array_equal(out[others], labels[others])  # e.g. the test fold: untouched
+    assert not np.array_equal(out[train], labels[train])
+    assert np.array_equal(out, permuted_labels(labels, [train, val], [3, 0]))  # seeded
+    assert not np.array_equal(out, permuted_labels(labels, [train, val], [4, 0]))
+    assert np.array_equal(labels, np.repeat([0, 1, 2], [7, 5, 4]))  # not changed in place
 
 
 # -- the cascade on a hand-built model ------------------------------------------------------
@@ -157,7 +212,8 @@ def test_randomisation_changes_gradient_maps():
     model, x = _model_and_inputs(seed=0)
     scores = randomisation_scores(model, x, _gradient, random_state=0)
     assert list(scores.columns) == ["sample", "stage", "layer", "spearman_abs", "spearman",
-                                    "ssim"]  # fmt: skip
+                                    "ssim", "trained_constant"]  # fmt: skip
+    assert not scores["trained_constant"].any()
     assert len(scores) == 3 * 3
     # measured over model/input seeds 0-9 (3 inputs each): max |rho| 0.39 after the
     # output layer alone, 0.09 (|map|), 0.05 (signed) and SSIM 0.14 after all layers
@@ -194,8 +250,9 @@ def input_edges_method():
         attribution_base._METHODS.pop(EDGES, None)
 
 
-COLUMNS = ["method", "fold", "subject", "session", "label", "explained", "stage", "layer",
-           "spearman_abs", "spearman", "ssim"]  # fmt: skip
+COLUMNS = ["method", "fold", "subject", "session", "label", "explained", "check", "stage",
+           "layer", "spearman_abs", "spearman", "ssim", "trained_constant", "epochs", "accuracy",
+           "balanced_accuracy"]  # fmt: skip
 
 
 def test_cli_writes_the_tables(tiny_run, tmp_path, input_edges_method, capsys):
@@ -240,6 +297,98 @@ def test_cli_writes_the_tables(tiny_run, tmp_path, input_edges_method, capsys):
     assert summary["method"].tolist() == ["gradient"]
 
 
+def test_data_randomisation_changes_gradient_maps_not_edges(
+    tiny_run, tmp_path, input_edges_method, monkeypatch
+):
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    run, layout = open_run(run_dir), RunLayout(run_dir)
+    given = []
+
+    def spy(run, fold, volumes, labels, **kwargs):
+        given.append((fold, labels, kwargs))
+        return retrain_fold(run, fold, volumes, labels, **kwargs)
+
+    retrain_fold = _sanity_data.retrain_fold
+    monkeypatch.setattr(_sanity_data, "retrain_fold", spy)
+    # fold 0, 2 subjects: median |rho| of the permuted-label model's gradient maps for
+    # seeds 0-4 was 0.260, 0.254, 0.297, 0.276, 0.275 (subjects 0.23-0.31); the same
+    # retraining on the true labels gives the fold model again (|rho| 1.00). The model's
+    # test accuracy (true labels, 14 subjects) was 0.50, 0.50, 0.71, 0.57, 0.14.
+    for seed in (0, 1, 2):
+        sanity_run(run_dir, ["gradient", EDGES], random_state=seed, data_randomisation=True,
+                   progress=False)  # fmt: skip
+        table = pd.read_csv(layout.analysis("sanity"), sep="\t", dtype={"subject": str})
+        assert list(table.columns) == COLUMNS
+        data = table[table["check"] == "data"]
+        assert len(table[table["check"] == "model"]) == 2 * run.n_folds * 2 * 4  # the cascade
+        assert set(data["fold"]) == {0} and len(data) == 2 * 2  # default: fold 0
+        assert (data["layer"] == "labels permuted").all() and (data["stage"] == 0).all()
+        assert (data["epochs"] == run.config.training.epochs).all()
+        assert data["accuracy"].between(0, 1).all() and data["accuracy"].nunique() == 1
+        gradient = data[data["method"] == "gradient"]
+        assert gradient["spearman_abs"].abs().median() < 0.4
+        summary = pd.read_csv(layout.analysis("sanity_summary"), sep="\t").set_index("method")
+        assert summary.loc["gradient", "data_passed"] and summary.loc["gradient", "passed"]
+        assert summary.loc["gradient", "data_accuracy"] == pytest.approx(data["accuracy"].iloc[0])
+        # a map that ignores the weights is the same for a model that learnt nothing
+        assert summary.loc[EDGES, "data_spearman_abs"] == pytest.approx(1.0)
+        assert not summary.loc[EDGES, "data_passed"] and not summary.loc[EDGES, "passed"]
+
+    # the training labels were a seeded permutation of the fold's own: same counts in
+    # training and validation, the test labels untouched
+    assert [g[0] for g in given] == [0, 0, 0]
+    for _, labels, kwargs in given:
+        for role in ("train", "val"):
+            rows = run.indices(0, role)
+            assert sorted(labels[rows]) == sorted(run.labels[rows])
+        assert not np.array_equal(labels[run.indices(0, "train")],
+                                  run.labels[run.indices(0, "train")])  # fmt: skip
+        test = run.indices(0, "test")
+        assert np.array_equal(labels[test], run.labels[test])
+        assert kwargs.get("random_state", 0) == 0  # the fold model's training seed
+    assert not np.array_equal(given[0][1], given[1][1])  # another seed, another permutation
+    sanity_run(run_dir, [EDGES], random_state=2, data_randomisation=True, progress=False)
+    assert np.array_equal(given[-1][1], given[2][1])  # the same seed: the same permutation
+
+
+def test_data_randomisation_cli_keeps_rows_and_the_report_never_trains(
+    tiny_run, tmp_path, monkeypatch, capsys
+):
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    layout = RunLayout(run_dir)
+    explain(run_dir, ["gradient"], progress=False)
+    argv = ["sanity", str(run_dir), "--methods", "gradient", "--data-randomisation",
+            "--folds-subset", "1", "--epochs", "2", "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "data_spearman_abs" in out and "data_passed" in out
+    table = pd.read_csv(layout.analysis("sanity"), sep="\t")
+    data = table[table["check"] == "data"]
+    assert set(data["fold"]) == {1} and (data["epochs"] == 2).all()
+    record = yaml.safe_load(layout.stage_record("sanity").read_text())["options"]
+    assert record["data_randomisation"] == {"folds": [1], "epochs": 2}
+    assert record["data_folds"] == [1]
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the report's sanity step trained a model")
+
+    monkeypatch.setattr(_sanity_data, "retrain_fold", no_training)
+    # the cascade alone, again (as the report runs it): the trained rows are kept
+    assert main(["sanity", str(run_dir), "--methods", "gradient", "--no-progress"]) == 0
+    again = pd.read_csv(layout.analysis("sanity"), sep="\t")
+    assert len(again) == len(table) and (again["check"] == "data").sum() == len(data)
+    assert analyse_run(run_dir, ["sanity"], overwrite=True, log=None)["sanity"].startswith(
+        "written"
+    )
+    summary = pd.read_csv(layout.analysis("sanity_summary"), sep="\t").set_index("method")
+    assert summary.loc["gradient", "data_n_folds"] == 1  # kept: the recorded sample reused
+    capsys.readouterr()
+    assert main([*argv[:-5], "--epochs", "0", "--no-progress"]) == 2
+    assert "epochs" in capsys.readouterr().err
+
+
 def test_step_defaults_and_errors(tiny_run, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir)
@@ -257,6 +406,17 @@ def test_step_defaults_and_errors(tiny_run, tmp_path):
         sanity_run(run_dir, ["gradient"], random_state=-1, progress=False)
     with pytest.raises(ConfigError, match="bound"):
         sanity_run(run_dir, ["gradient"], bound=2.0, progress=False)
+    # data randomisation: checked before any work
+    data = {"data_randomisation": True, "progress": False}
+    with pytest.raises(ConfigError, match="epochs: expected an integer >= 1, got 0"):
+        sanity_run(run_dir, ["gradient"], epochs=0, **data)
+    with pytest.raises(ConfigError, match=r"folds: fold 3 is not a fold of .* 0\.\.2"):
+        sanity_run(run_dir, ["gradient"], folds=[0, 3], **data)
+    with pytest.raises(ConfigError, match="folds is empty"):
+        sanity_run(run_dir, ["gradient"], folds=[], **data)
+    with pytest.raises(ConfigError, match="pass data_randomisation=True"):
+        sanity_run(run_dir, ["gradient"], epochs=3, progress=False)
+    assert not RunLayout(run_dir).analysis("sanity").exists()
 
 
 def test_a_stage_record_with_refused_options_names_the_file_and_the_mm_option(tiny_run, tmp_path):

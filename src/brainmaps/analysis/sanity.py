@@ -23,9 +23,15 @@ import pandas as pd
 from scipy import ndimage
 
 from brainmaps.exceptions import ConfigError, ShapeError
+from brainmaps.utils import truthy
 
 __all__ = [
+    "DATA_CHECK",
+    "LABELS_PERMUTED",
+    "MODEL_CHECK",
     "SPEARMAN_BOUND",
+    "SUMMARY_COLUMNS",
+    "compare_maps",
     "display_scale",
     "map_similarity",
     "rank_correlation",
@@ -173,54 +179,136 @@ def map_similarity(original: np.ndarray, other: np.ndarray, mask: np.ndarray | N
     }
 
 
+def compare_maps(original: np.ndarray, maps: np.ndarray, mask: np.ndarray | None) -> list[dict]:
+    """:func:`map_similarity` of each pair ``original[i]``, ``maps[i]``, and whether
+    ``original[i]`` is constant.
+
+    Returns
+    -------
+    list of dict
+        One per map: ``sample`` (its index), the three scores and ``trained_constant``
+        (``|original[i]|`` is constant inside ``mask``: it ranks no voxel, so its
+        correlations are ``NaN`` whatever the other map is).
+    """
+    original, maps = np.asarray(original), np.asarray(maps)
+    keep = _mask(mask, original.shape[1:])
+    rows = []
+    for i in range(len(original)):
+        flat = np.abs(np.asarray(original[i], dtype=np.float64)[keep])
+        rows.append({"sample": i, **map_similarity(original[i], maps[i], mask),
+                     "trained_constant": bool(np.ptp(flat) == 0)})  # fmt: skip
+    return rows
+
+
+#: ``check`` of the cascading model-parameter randomisation rows and of the data
+#: randomisation rows (the model retrained on permuted labels) of the sanity table.
+MODEL_CHECK, DATA_CHECK = "model", "data"
+#: The ``layer`` of the data randomisation rows.
+LABELS_PERMUTED = "labels permuted"
+#: The columns of :func:`sanity_summary`, in order.
+SUMMARY_COLUMNS = [
+    "method", "n_subjects", "n_constant", "n_stages", "spearman_abs", "spearman", "ssim",
+    "bound", "data_n_folds", "data_n_subjects", "data_spearman_abs", "data_spearman",
+    "data_ssim", "data_accuracy", "data_balanced_accuracy", "data_passed", "passed",
+]  # fmt: skip
+
+
 def _median(values: pd.Series) -> float:
-    """Median with ``NaN`` (a constant map: no ranking left) counted as 0."""
+    """Median with ``NaN`` (a constant map: no ranking left) counted as 0; NaN if empty."""
+    if not len(values):
+        return float("nan")
     return float(np.median(np.nan_to_num(values.to_numpy(dtype=float), nan=0.0)))
 
 
-def sanity_summary(scores: pd.DataFrame, bound: float = SPEARMAN_BOUND) -> pd.DataFrame:
-    """One pass / fail line per method from the cascading-randomisation scores.
+def _constant(rows: pd.DataFrame) -> np.ndarray:
+    """Rows whose trained map is constant (older tables without the column: none)."""
+    if "trained_constant" not in rows:
+        return np.zeros(len(rows), dtype=bool)
+    return rows["trained_constant"].map(truthy).to_numpy(dtype=bool)
 
-    Rule: a method **fails** when the median over subjects of ``|spearman_abs|`` after
-    every layer is randomised stays above ``bound`` (0.5). With every weight random,
-    nothing of the trained model is left to explain, so what a map still shares with the
-    trained model's map comes from the input (and the architecture) alone. Adebayo et al.
-    found rank correlations near 0.1-0.3 after full randomisation for gradients and
-    Grad-CAM, and near 1 for maps that do not depend on the weights (an edge detector,
-    guided backpropagation's input structure); 0.5 lies halfway between the two and above
-    the correlation that any two maps of one brain share through its anatomy. A map that
-    becomes constant (``NaN`` correlation) keeps no ranking and counts as 0. This is a
-    necessary condition, not a proof of faithfulness.
+
+def _medians(rows: pd.DataFrame, bound: float, prefix: str = "") -> dict:
+    """Medians of the rows whose trained map ranks voxels, and their pass / fail."""
+    measured = rows[~_constant(rows)]
+    rho = _median(np.abs(measured["spearman_abs"]))
+    return {
+        f"{prefix}n_subjects": len(measured),
+        f"{prefix}spearman_abs": rho,
+        f"{prefix}spearman": _median(measured["spearman"]),
+        f"{prefix}ssim": _median(measured["ssim"]),
+        # no subject left (every trained map constant): nothing shows that the maps
+        # depend on the model, so the method fails rather than passes by default
+        f"{prefix}passed": bool(len(measured) and rho <= bound),
+    }
+
+
+def sanity_summary(scores: pd.DataFrame, bound: float = SPEARMAN_BOUND) -> pd.DataFrame:
+    """One pass / fail line per method from the randomisation scores.
+
+    Rule of the cascading check (``check`` ``"model"``, the default of tables without
+    a ``check`` column): a method **fails** when the median over subjects of
+    ``|spearman_abs|`` after every layer is randomised stays above ``bound`` (0.5). With
+    every weight random, nothing of the trained model is left to explain, so what a map
+    still shares with the trained model's map comes from the input (and the
+    architecture) alone. Adebayo et al. found rank correlations near 0.1-0.3 after full
+    randomisation for gradients and Grad-CAM, and near 1 for maps that do not depend on
+    the weights (an edge detector, guided backpropagation's input structure); 0.5 lies
+    halfway between the two and above the correlation that any two maps of one brain
+    share through its anatomy. The data randomisation check (``check`` ``"data"``: the
+    maps of a model trained on permuted labels) has the same rule and bound; a method
+    passes when it passes both (the data check only when measured).
+
+    A randomised map that becomes constant (``NaN`` correlation) keeps no ranking and
+    counts as 0. A subject whose *trained* map is constant (``trained_constant``) ranks
+    nothing to compare: it is left out of the medians (``n_constant`` counts it), and a
+    check with no subject left fails (``NaN`` medians, ``passed`` false): a method whose
+    maps are all flat is not shown to depend on the model. This is a necessary
+    condition, not a proof of faithfulness.
 
     Parameters
     ----------
     scores : pandas.DataFrame
         Rows of :func:`brainmaps.steps.sanity.sanity_run`'s table (``method``,
-        ``fold``, ``subject``, ``stage``, ``spearman_abs``, ``spearman``, ``ssim``).
+        ``fold``, ``subject``, ``stage``, ``spearman_abs``, ``spearman``, ``ssim``;
+        optionally ``check``, ``trained_constant``, ``accuracy``,
+        ``balanced_accuracy``).
     bound : float
         The bound on the median ``|spearman_abs|``.
 
     Returns
     -------
     pandas.DataFrame
-        ``method, n_subjects, n_stages, spearman_abs, spearman, ssim, bound, passed``:
-        medians over subjects at the last stage (every layer randomised).
+        :data:`SUMMARY_COLUMNS`: ``n_subjects``, ``n_constant``, ``n_stages`` and the
+        medians at the last stage of the cascading check (every layer randomised);
+        ``data_*`` the data check's (``data_n_folds`` models, ``data_accuracy`` and
+        ``data_balanced_accuracy`` their mean test scores on the true labels, near
+        chance when the labels were destroyed; empty when not measured); ``passed``
+        both checks' verdict.
     """
+    checks = scores["check"].fillna(MODEL_CHECK) if "check" in scores else (
+        pd.Series(MODEL_CHECK, scores.index))  # fmt: skip
     rows = []
     for method, part in scores.groupby("method", sort=False):
-        last = part[part["stage"] == part["stage"].max()]
-        rows.append(
-            {
-                "method": method,
-                "n_subjects": len(last),
-                "n_stages": int(part["stage"].max()),
-                "spearman_abs": _median(np.abs(last["spearman_abs"])),
-                "spearman": _median(last["spearman"]),
-                "ssim": _median(last["ssim"]),
-                "bound": float(bound),
-            }
-        )
-        rows[-1]["passed"] = bool(rows[-1]["spearman_abs"] <= bound)
-    columns = ["method", "n_subjects", "n_stages", "spearman_abs", "spearman", "ssim", "bound",
-               "passed"]  # fmt: skip
-    return pd.DataFrame(rows, columns=columns)
+        check = checks[part.index]
+        model, data = part[check == MODEL_CHECK], part[check == DATA_CHECK]
+        last = model[model["stage"] == model["stage"].max()] if len(model) else model
+        row = {"method": method, "n_constant": int(_constant(last).sum()),
+               "n_stages": int(model["stage"].max()) if len(model) else 0, "bound": float(bound),
+               **_medians(last, bound)}  # fmt: skip
+        verdicts = [row.pop("passed")] if len(model) else []
+        if len(data):
+            folds = data.drop_duplicates("fold")
+            row |= (
+                _medians(data, bound, "data_")
+                | {"data_n_folds": len(folds)}
+                | {
+                    f"data_{c}": float(pd.to_numeric(folds[c]).mean()) if c in folds else np.nan
+                    for c in ("accuracy", "balanced_accuracy")
+                }
+            )
+            verdicts.append(row["data_passed"])
+        row["passed"] = bool(verdicts) and all(verdicts)
+        rows.append(row)
+    table = pd.DataFrame(rows).reindex(columns=SUMMARY_COLUMNS)
+    table["data_passed"] = table["data_passed"].astype(object)
+    return table

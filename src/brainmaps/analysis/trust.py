@@ -22,7 +22,11 @@ bounds of their pass / fail rules:
 - **sanity** (``analysis/sanity_summary.tsv``, ``brainmaps sanity``; Adebayo et al.
   2018): the sanity step's own rule, recorded in its ``passed`` and ``bound`` columns:
   the median |Spearman| between the trained and the fully randomised model's maps stays
-  at or below the bound (:data:`brainmaps.analysis.sanity.SPEARMAN_BOUND`, 0.5).
+  at or below the bound (:data:`brainmaps.analysis.sanity.SPEARMAN_BOUND`, 0.5), and,
+  when the data randomisation test was run (``data_spearman_abs``, ``brainmaps sanity
+  RUN --data-randomisation``), so does the median between the trained model's maps and
+  those of a model trained on permuted labels: a method fails when it fails either. A
+  summary row without a value (every trained map constant) fails, as the step says.
 - **ROAR** (``analysis/roar.tsv``, remove and retrain; Hooker et al. 2019): read when
   present, with one row per method and removed fraction (several rows per fraction,
   e.g. one per fold or seed, are averaged): ``method, fraction, accuracy,
@@ -61,6 +65,7 @@ import pandas as pd
 
 from brainmaps.analysis.sanity import SPEARMAN_BOUND
 from brainmaps.exceptions import ConfigError
+from brainmaps.utils import truthy
 from brainmaps.validation import check_float
 
 __all__ = [
@@ -93,7 +98,12 @@ _CHECKS = {
     "localisation": ("localisation_auc",),
     "deletion": ("deletion_auc", "deletion_auc_random"),
     "insertion": ("insertion_auc", "insertion_auc_random"),
-    "sanity": ("sanity_spearman_abs", "sanity_bound"),
+    "sanity": (
+        "sanity_spearman_abs",
+        "sanity_bound",
+        "sanity_data_spearman_abs",
+        "sanity_data_accuracy",
+    ),
     "roar": ("roar_accuracy", "roar_accuracy_random", "roar_drop"),
 }
 #: The columns of :func:`trust_table`, in order.
@@ -210,27 +220,59 @@ def _faithfulness(table: pd.DataFrame | None, method: str, mode: str, ctx: _Cont
     return _Check({f"{mode}_auc": auc, f"{mode}_auc_random": rnd}, passed, reading, short)
 
 
-def _truthy(value) -> bool:
-    return str(value).strip().lower() in ("true", "1", "1.0", "yes")
+def _number(rows: pd.DataFrame, column: str) -> float:
+    if column not in rows or not len(rows):
+        return np.nan
+    return float(pd.to_numeric(rows[column], errors="coerce").iloc[0])
+
+
+def _data_reading(rows: pd.DataFrame, bound: float, ctx: _Context) -> tuple[bool | None, str]:
+    """Pass / fail (None: not run) and reading of the data randomisation test."""
+    rho, accuracy = _number(rows, "data_spearman_abs"), _number(rows, "data_accuracy")
+    measured = _number(rows, "data_n_subjects")
+    if not np.isfinite(rho) and not measured == 0:
+        return None, (
+            "data randomisation not measured (`"
+            f"{ctx.commands['sanity']} {ctx.run} --data-randomisation` retrains on permuted "
+            "labels)"
+        )
+    if not np.isfinite(rho):
+        return False, "labels permuted: every trained map is constant"
+    passed = rho <= bound
+    sign, d = ("<=" if passed else ">"), _digits(rho, bound)
+    model = f"; that model's accuracy {accuracy:.2f}" if np.isfinite(accuracy) else ""
+    return passed, f"labels permuted: median |rho| {rho:.{d}f} {sign} {bound:g}{model}"
 
 
 def _sanity(table: pd.DataFrame | None, method: str, ctx: _Context) -> _Check:
     if table is None:
         return _not_measured("sanity", "sanity", ctx)
     rows = _rows(table, method)
-    rho = float(pd.to_numeric(rows["spearman_abs"]).iloc[0]) if len(rows) else np.nan
-    if not np.isfinite(rho):
+    if not len(rows):
         return _not_measured("sanity", "sanity", ctx, method)
-    bound = float(rows["bound"].iloc[0]) if "bound" in rows else SPEARMAN_BOUND
-    passed = _truthy(rows["passed"].iloc[0]) if "passed" in rows else rho <= bound
-    state, sign = ("passed", "<=") if passed else ("failed", ">")
-    d = _digits(rho, bound)
-    reading = (
-        f"sanity {state}: median |rho| {rho:.{d}f} {sign} {bound:g} between the trained "
-        "and the fully randomised model's maps"
-    )
-    short = f"sanity {state} (|rho| {rho:.{d}f} {sign} {bound:g})"
-    return _Check({"sanity_spearman_abs": rho, "sanity_bound": bound}, passed, reading, short)
+    rho, bound = _number(rows, "spearman_abs"), _number(rows, "bound")
+    bound = bound if np.isfinite(bound) else SPEARMAN_BOUND
+    data_passed, data_reading = _data_reading(rows, bound, ctx)
+    constant = not np.isfinite(rho) and "passed" in rows and not truthy(rows["passed"].iloc[0])
+    if not np.isfinite(rho) and not constant and data_passed is None:
+        return _not_measured("sanity", "sanity", ctx, method)
+    if np.isfinite(rho):
+        sign, d = ("<=" if rho <= bound else ">"), _digits(rho, bound)
+        cascade = f"|rho| {rho:.{d}f} {sign} {bound:g}"
+        model = f"median {cascade} between the trained and the fully randomised model's maps"
+    else:
+        cascade = model = "every trained map is constant"
+    passed = truthy(rows["passed"].iloc[0]) if "passed" in rows else (
+        rho <= bound and data_passed is not False)  # fmt: skip
+    state = "passed" if passed else "failed"
+    reading = f"sanity {state}: {model}; {data_reading}"
+    short = f"sanity {state} ({cascade}"
+    if data_passed is not None:
+        short += f"; {data_reading.split(';')[0]}"
+    values = {"sanity_spearman_abs": rho, "sanity_bound": bound,
+              "sanity_data_spearman_abs": _number(rows, "data_spearman_abs"),
+              "sanity_data_accuracy": _number(rows, "data_accuracy")}  # fmt: skip
+    return _Check(values, bool(passed), reading, short + ")")
 
 
 def _roar(table: pd.DataFrame | None, method: str, ctx: _Context) -> _Check:
@@ -354,7 +396,8 @@ def trust_table(
     localisation_bound, margin, roar_margin : float
         Bounds of the localisation, deletion / insertion and ROAR rules.
     run : str
-        How the run folder is written in the commands of "not measured" readings.
+        How the run folder is written in the commands of "not measured" readings
+        (:func:`brainmaps.steps.trust.trust_run` gives the run folder's path).
     commands : mapping, optional
         Overrides of :data:`COMMANDS` (source -> the command that writes its table;
         ``None``: no command does yet, and the reading says so).

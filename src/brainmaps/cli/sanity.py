@@ -1,4 +1,5 @@
-"""``brainmaps sanity RUN``: do the maps change when the models' weights are randomised?"""
+"""``brainmaps sanity RUN``: do the maps change when the models' weights, or the labels they
+were trained on, are randomised?"""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ import argparse
 import pandas as pd
 
 from brainmaps.analysis.sanity import SPEARMAN_BOUND
-from brainmaps.cli._args import add_progress_flag
+from brainmaps.cli._args import add_progress_flag, parse_numbers
 from brainmaps.cli.faithfulness import split_methods
 from brainmaps.run.layout import RunLayout
-from brainmaps.steps.sanity import SLOW_METHODS, SUBJECTS_PER_FOLD, sanity_run
+from brainmaps.steps.sanity import DATA_FOLDS, SLOW_METHODS, SUBJECTS_PER_FOLD, sanity_run
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -24,7 +25,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "2018, 'Sanity checks for saliency maps'). Scores each randomised map against the "
         "trained model's map inside the brain (Spearman of |values| and of signed values, "
         "SSIM); a method fails when the median |Spearman| after every layer is random stays "
-        f"above {SPEARMAN_BOUND}. Writes RUN/analysis/sanity.tsv and sanity_summary.tsv.",
+        f"above {SPEARMAN_BOUND}. With --data-randomisation, also retrain the model of "
+        "chosen folds from scratch on permuted training labels and score its maps the same "
+        "way (the data randomisation test; trains one model per fold). Writes "
+        "RUN/analysis/sanity.tsv and sanity_summary.tsv.",
     )
     p.add_argument("run_dir", help="run folder written by 'brainmaps train'")
     p.add_argument(
@@ -38,6 +42,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="seed of the sample and random weights")
     p.add_argument("--batch-size", type=int, default=4, help="subjects per method call (4)")
+    p.add_argument(
+        "--data-randomisation", action="store_true",
+        help="also retrain fold models on permuted labels and compare their maps (trains)",
+    )  # fmt: skip
+    p.add_argument(
+        "--folds-subset",
+        help="with --data-randomisation: comma-separated folds to retrain, e.g. 0,1 "
+        f"(default: {','.join(map(str, DATA_FOLDS))})",
+    )
+    p.add_argument(
+        "--epochs", type=int,
+        help="with --data-randomisation: epochs of each permuted-label model (the run's)",
+    )  # fmt: skip
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (auto)")
     add_progress_flag(p)
     p.set_defaults(run=run)
@@ -51,11 +68,17 @@ def run(args: argparse.Namespace) -> int:
         subjects_per_fold=args.subjects_per_fold,
         random_state=args.seed,
         batch_size=args.batch_size,
+        data_randomisation=args.data_randomisation,
+        folds=parse_numbers(args.folds_subset, "--folds-subset"),
+        epochs=args.epochs,
         device=args.device,
         progress=not args.no_progress,
     )
     summary = pd.read_csv(RunLayout(args.run_dir).analysis("sanity_summary"), sep="\t")
+    summary = summary.dropna(axis="columns", how="all")  # no data randomisation: no columns
     summary["passed"] = summary["passed"].map({True: "pass", False: "FAIL"})
+    if "data_passed" in summary:
+        summary["data_passed"] = summary["data_passed"].map({True: "pass", False: "FAIL"})
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"sanity checks written to {out}")
     return 0

@@ -23,12 +23,14 @@ import pandas as pd
 from brainmaps import __version__
 from brainmaps.analysis.maps import as_img, class_mean_maps, list_map_methods, run_brain_mask
 from brainmaps.analysis.overlap import pair_matrix as dice_matrix
+from brainmaps.analysis.sanity import MODEL_CHECK
 from brainmaps.analysis.trust import LOCALISATION_BOUND, LOCALISATION_CHANCE
 from brainmaps.exceptions import BrainmapsError, BrainmapsWarning
 from brainmaps.reports import figures
 from brainmaps.run.folder import RunFolder, open_run
 from brainmaps.run.stages import read_stage
 from brainmaps.steps import get_step, list_steps
+from brainmaps.utils import falsy, truthy
 
 __all__ = ["SECTIONS", "collect_sections", "dice_matrix", "mean_std_table"]
 
@@ -75,14 +77,6 @@ def block(kind: str, value) -> dict:
 
 def _read(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, sep="\t", dtype={"subject": str, "session": str, "fold": str})
-
-
-def _truthy(value) -> bool:
-    return str(value).strip().lower() in ("true", "1", "yes")
-
-
-def _falsy(value) -> bool:
-    return str(value).strip().lower() in ("false", "0", "no")
 
 
 def mean_std_table(df: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.DataFrame:
@@ -326,9 +320,9 @@ def _region_table(rows: pd.DataFrame, caption: str) -> dict:
     flags = None
     if "hemisphere_ok" in rows:
         # NA (a region whose name states no side) is not a mismatch
-        flags = [_falsy(v) for v in rows["hemisphere_ok"]]
+        flags = [falsy(v) for v in rows["hemisphere_ok"]]
         shown["hemisphere_ok"] = [
-            "NO" if f else ("yes" if _truthy(v) else "—")
+            "NO" if f else ("yes" if truthy(v) else "—")
             for f, v in zip(flags, rows["hemisphere_ok"], strict=True)
         ]
     return table(shown, caption, flags=flags)
@@ -396,21 +390,34 @@ def _sanity(run: RunFolder) -> list[dict] | None:
         return None
     blocks = []
     if summary.is_file():
-        df = _read(summary)
-        flags = [_falsy(v) for v in df["passed"]] if "passed" in df else None
+        df = _read(summary).dropna(axis="columns", how="all")  # data test not run: no columns
+        flags = [falsy(v) for v in df["passed"]] if "passed" in df else None
         caption = (
             "Model-parameter randomisation (Adebayo et al. 2018): medians over the sampled "
             "test subjects of each map's similarity to the trained model's map after every "
-            "layer is re-initialised. A method fails (red) when its median |Spearman| stays "
-            "above the bound: its maps do not depend on what the model learnt."
+            "layer is re-initialised"
+        )
+        if "data_spearman_abs" in df:
+            caption += (
+                "; data randomisation (data_*): the same with a model trained from scratch "
+                "on permuted training labels (data_accuracy: its test accuracy on the true "
+                "labels, near chance when the labels were destroyed)"
+            )
+        caption += (
+            ". Subjects whose trained map is constant are left out (n_constant). A method "
+            "fails (red) when a median |Spearman| stays above the bound: its maps do not "
+            "depend on what the model learnt."
         )
         blocks.append(table(df, caption, flags=flags))
     if path.is_file():
         df = _read(path)
+        if "check" in df:
+            df = df[df["check"].fillna(MODEL_CHECK).astype(str) == MODEL_CHECK]
         bound = float(_read(summary)["bound"].iloc[0]) if summary.is_file() else None
-        png = figures.plot_sanity(df, bound)
-        caption = "Cascading randomisation, from the output layer down to the input."
-        blocks.append(figure(png, caption))
+        if len(df):
+            png = figures.plot_sanity(df, bound)
+            caption = "Cascading randomisation, from the output layer down to the input."
+            blocks.append(figure(png, caption))
     return blocks
 
 

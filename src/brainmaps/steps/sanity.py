@@ -8,6 +8,9 @@ explains the model must move away from the original as its weights are destroyed
 that stays the same (an edge detector of the input would) explains the input, not the
 model. The scores (Spearman of absolute and signed values, SSIM, inside the brain mask)
 and the pass / fail rule are in :mod:`brainmaps.analysis.sanity`.
+
+The data randomisation test of the same paper (``data_randomisation=True``, opt-in
+because it trains) is in :mod:`brainmaps.steps._sanity_data`.
 """
 
 from __future__ import annotations
@@ -25,26 +28,38 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from brainmaps.analysis.maps import list_map_methods, run_brain_mask
-from brainmaps.analysis.sanity import SPEARMAN_BOUND, map_similarity, sanity_summary
+from brainmaps.analysis.sanity import (
+    DATA_CHECK,
+    LABELS_PERMUTED,
+    MODEL_CHECK,
+    SPEARMAN_BOUND,
+    compare_maps,
+    sanity_summary,
+)
 from brainmaps.attribution.base import (
     check_options,
     create_method,
     get_method,
     list_methods,
 )
+from brainmaps.attribution.cohort import explained_units, resolve_targets
 from brainmaps.exceptions import BrainmapsWarning, ConfigError
 from brainmaps.models.checkpoints import model_from_checkpoint
 from brainmaps.models.device import resolve_device
 from brainmaps.models.predict import VolumeDataset
 from brainmaps.run.folder import RunFolder, open_run
 from brainmaps.run.stages import read_stage
+from brainmaps.steps._sanity_data import DATA_FOLDS, data_options, permuted_labels, permuted_model
 from brainmaps.steps.base import Step, needs_maps, record_stage, register_step
 from brainmaps.utils import write_tsv
 from brainmaps.validation import check_float, check_int
 
 __all__ = [
+    "COLUMNS",
+    "DATA_FOLDS",
     "SLOW_METHODS",
     "cascading_randomisation",
+    "permuted_labels",
     "randomisation_scores",
     "randomisation_stages",
     "sanity_run",
@@ -174,6 +189,7 @@ def randomisation_scores(
     mask: np.ndarray | None = None,
     stages: Sequence[str | Sequence[str]] | None = None,
     random_state=0,
+    original: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Scores of the maps of each cascade stage against the trained model's maps.
 
@@ -193,26 +209,28 @@ def randomisation_scores(
         (default :func:`randomisation_stages`).
     random_state : int or sequence of int
         Seed of the random weights.
+    original : numpy.ndarray, optional
+        ``explain(model, x)``, when already computed.
 
     Returns
     -------
     pandas.DataFrame
-        ``sample, stage, layer, spearman_abs, spearman, ssim``: one row per input and
-        stage (``stage`` stages randomised, from the output down; ``layer`` names the
-        modules added at that stage, joined by ``+``).
+        ``sample, stage, layer, spearman_abs, spearman, ssim, trained_constant``: one
+        row per input and stage (``stage`` stages randomised, from the output down;
+        ``layer`` names the modules added at that stage, joined by ``+``;
+        ``trained_constant``: the trained model's map ranks no voxel, see
+        :func:`brainmaps.analysis.sanity.compare_maps`).
     """
     stages = list(randomisation_stages(model, x) if stages is None else stages)
     if not stages:
         raise ConfigError(f"{type(model).__name__} has no layer with reset_parameters().")
-    original = np.asarray(explain(model, x))
+    original = np.asarray(explain(model, x) if original is None else original)
     rows = []
     for stage, group, randomised in cascading_randomisation(model, stages, random_state):
-        maps = np.asarray(explain(randomised, x))
-        name = "+".join(group)
-        for i in range(len(x)):
-            scores = map_similarity(original[i], maps[i], mask)
-            rows.append({"sample": i, "stage": stage, "layer": name, **scores})
-    return pd.DataFrame(rows)
+        scores = compare_maps(original, np.asarray(explain(randomised, x)), mask)
+        rows += [{"stage": stage, "layer": "+".join(group), **r} for r in scores]
+    return pd.DataFrame(rows, columns=["sample", "stage", "layer", "spearman_abs", "spearman",
+                                       "ssim", "trained_constant"])  # fmt: skip
 
 
 def _sample(run: RunFolder, rows: np.ndarray, n: int, seed: Sequence[int]) -> np.ndarray:
@@ -249,16 +267,13 @@ def _settings(run: RunFolder, method: str) -> dict:
 
 
 def _targets(run: RunFolder, model: nn.Module, x: torch.Tensor, rows, target) -> torch.Tensor:
-    """The output unit each map explains, fixed with the trained model."""
-    if not run.task.is_classification:
+    """The output unit each map explains, fixed with the trained model (as explain does)."""
+    targets = resolve_targets(run, target, np.asarray(rows))
+    with torch.no_grad():
+        units = explained_units(run, model.eval(), x, targets)
+    if units is None:  # regression: the one output
         return torch.zeros(len(rows), dtype=torch.long)
-    if target == "predicted":
-        with torch.no_grad():
-            return model.eval()(x).argmax(dim=1).cpu()
-    if target == "true":
-        return torch.as_tensor(run.labels[rows], dtype=torch.long)
-    index = run.classes.index(target) if target in run.classes else int(target)
-    return torch.full((len(rows),), index, dtype=torch.long)
+    return units.cpu().clone()
 
 
 def _explainer(method: str, options: dict, targets: torch.Tensor, batch_size: int) -> Explain:
@@ -280,21 +295,31 @@ def sanity_run(
     subjects_per_fold: int = SUBJECTS_PER_FOLD,
     random_state: int = 0,
     bound: float = SPEARMAN_BOUND,
+    data_randomisation: bool = False,
+    folds: Sequence[int] | None = None,
+    epochs: int | None = None,
     device: str = "auto",
     batch_size: int = 4,
     progress: bool = True,
 ) -> Path:
-    """Cascading model-parameter randomisation of every method (Adebayo et al. 2018).
+    """Randomisation checks of every method (Adebayo et al. 2018).
 
-    For each fold, a seeded class-balanced sample of its test subjects is explained by
-    the fold model and by copies of it whose layers with parameters are re-initialised
-    from the output down to the input, one more at each stage
-    (:func:`cascading_randomisation`; the random weights are seeded by ``random_state``
-    and the fold, the same for every method). Every map explains the output unit the
-    method's maps explain (its recorded ``target``, resolved with the trained model),
-    with the options recorded in ``stages/explain-<method>.yaml`` (defaults when there
-    is no record), and is compared with the trained model's map inside the brain mask
-    (:func:`brainmaps.analysis.sanity.map_similarity`).
+    Cascading model-parameter randomisation, always: for each fold, a seeded
+    class-balanced sample of its test subjects is explained by the fold model and by
+    copies of it whose layers with parameters are re-initialised from the output down to
+    the input, one more at each stage (:func:`cascading_randomisation`; the random
+    weights are seeded by ``random_state`` and the fold, the same for every method).
+    Data randomisation, when asked for: the model of each of ``folds`` is trained again
+    on permuted training labels (see the module docstring) and explains the same
+    subjects. Every map explains the output unit the method's maps explain (its recorded
+    ``target``, resolved with the trained model), with the options recorded in
+    ``stages/explain-<method>.yaml`` (defaults when there is no record), and is compared
+    with the trained model's map inside the brain mask
+    (:func:`brainmaps.analysis.sanity.compare_maps`).
+
+    Rows of methods, checks and folds not computed by this call are kept when they were
+    made on the same sample (``subjects_per_fold``, ``random_state``) with the same
+    explain options; the others are dropped.
 
     Parameters
     ----------
@@ -306,9 +331,17 @@ def sanity_run(
     subjects_per_fold : int
         Test subjects per fold (classes taken in turn).
     random_state : int
-        Seed of the sample and of the random weights.
+        Seed of the sample, the random weights and the label permutation (the
+        permuted-label models are trained with the fold models' own seed).
     bound : float
         Bound of the pass / fail rule (:func:`brainmaps.analysis.sanity.sanity_summary`).
+    data_randomisation : bool
+        Also run the data randomisation test (trains one model per fold of ``folds``;
+        classification runs only).
+    folds : sequence of int, optional
+        Folds retrained on permuted labels (default :data:`DATA_FOLDS`, fold 0).
+    epochs : int, optional
+        Epochs of each permuted-label model (default: the run's).
     device : {"auto", "cpu", "cuda"}
     batch_size : int
         Subjects per call of a method.
@@ -318,10 +351,19 @@ def sanity_run(
     Returns
     -------
     pathlib.Path
-        ``<run>/analysis/sanity.tsv``: ``method, fold, subject, session, label,
-        explained, stage, layer, spearman_abs, spearman, ssim``, one row per method,
-        subject and stage; ``sanity_summary.tsv`` beside it holds the pass / fail line
-        of each method.
+        ``<run>/analysis/sanity.tsv`` (:data:`COLUMNS`): one row per method, subject and
+        stage of the cascade (``check`` ``model``), and per method and subject of a
+        retrained fold (``check`` ``data``, ``stage`` 0, ``layer`` ``labels permuted``,
+        with the permuted-label model's ``epochs``, ``accuracy`` and
+        ``balanced_accuracy`` on the fold's test subjects); ``sanity_summary.tsv``
+        beside it holds the pass / fail line of each method
+        (:data:`brainmaps.analysis.sanity.SUMMARY_COLUMNS`).
+
+    Raises
+    ------
+    ConfigError
+        On a bad parameter, e.g. ``epochs`` below 1, a fold the run does not have, or
+        ``folds`` / ``epochs`` without ``data_randomisation``.
     """
     run = open_run(run_dir)
     methods = _methods(run, methods)
@@ -334,6 +376,7 @@ def sanity_run(
     batch_size = check_int("batch_size", batch_size, min=1)
     random_state = check_int("random_state", random_state, min=0)
     bound = check_float("bound", bound, min=0.0, max=1.0)
+    data = data_options(run, data_randomisation, folds, epochs)
     settings = {m: _settings(run, m) for m in methods}
     mask = np.asarray(run_brain_mask(run).dataobj) > 0
     volumes, checkpoints = run.volumes(progress=progress), run.fold_models()
@@ -346,24 +389,45 @@ def sanity_run(
         items = VolumeDataset(volumes, rows)
         x = torch.stack([items[j] for j in range(len(items))]).to(dev)
         stages = randomisation_stages(model, x)
+        permuted = None
+        if data and k in data["folds"]:
+            permuted, score = permuted_model(run, k, volumes, data["epochs"], random_state,
+                                              device, progress)  # fmt: skip
+            permuted = permuted.to(dev).eval()
         for m in methods:
             targets = _targets(run, model, x, rows, settings[m]["target"])
             explain = _explainer(m, settings[m]["options"], targets, batch_size)
+            original = np.asarray(explain(model, x))
             scores = randomisation_scores(
-                model, x, explain, mask=mask, stages=stages, random_state=[random_state, k]
-            )
-            tables.append(_describe(run, scores, m, k, rows, targets))
+                model, x, explain, mask=mask, stages=stages, random_state=[random_state, k],
+                original=original,
+            )  # fmt: skip
+            tables.append(_describe(run, scores.assign(check=MODEL_CHECK), m, k, rows, targets))
+            if permuted is not None:
+                scores = pd.DataFrame(compare_maps(original, explain(permuted, x), mask))
+                scores = scores.assign(check=DATA_CHECK, stage=0, layer=LABELS_PERMUTED,
+                                       epochs=data["epochs"], accuracy=score["accuracy"],
+                                       balanced_accuracy=score["balanced_accuracy"])  # fmt: skip
+                tables.append(_describe(run, scores, m, k, rows, targets))
             bar.update(1)
     bar.close()
     table = pd.concat(tables, ignore_index=True)
     return _write(
         run, table, bound, methods=methods, subjects_per_fold=subjects_per_fold,
-        random_state=random_state, explain=settings,
+        random_state=random_state, explain=settings, data_randomisation=data,
     )  # fmt: skip
 
 
+#: The columns of ``analysis/sanity.tsv``.
+COLUMNS = [
+    "method", "fold", "subject", "session", "label", "explained", "check", "stage", "layer",
+    "spearman_abs", "spearman", "ssim", "trained_constant", "epochs", "accuracy",
+    "balanced_accuracy",
+]  # fmt: skip
+
+
 def _describe(run: RunFolder, scores: pd.DataFrame, method: str, fold: int, rows, targets):
-    """Scores with the method, fold and subject columns in front."""
+    """Scores with the method, fold and subject columns in front, in :data:`COLUMNS`."""
     sample = scores.pop("sample").to_numpy()
     info = run.table.iloc[np.asarray(rows)[sample]]
     names = [run.classes[int(t)] for t in targets] if run.task.is_classification else None
@@ -377,43 +441,71 @@ def _describe(run: RunFolder, scores: pd.DataFrame, method: str, fold: int, rows
             "explained": [names[i] for i in sample] if names else "output",
         }
     )
-    return pd.concat([front, scores.reset_index(drop=True)], axis=1)
+    table = pd.concat([front, scores.reset_index(drop=True)], axis=1)
+    return table.reindex(columns=COLUMNS)
 
 
-def _kept_rows(run: RunFolder, methods: Sequence[str], **sample) -> pd.DataFrame | None:
-    """Rows of other methods checked earlier on the same sample (kept beside the new ones).
+def _kept_rows(run: RunFolder, table: pd.DataFrame, explain: dict, **sample) -> pd.DataFrame:
+    """Rows checked earlier on the same sample that this call did not compute again.
 
-    A check of some methods must not erase the others' results; rows made with another
-    sample (subjects per fold, seed) are not comparable and are dropped.
+    A check of some methods (or folds, or only the cascade) must not erase the other
+    results; rows made with another sample (subjects per fold, seed) are not comparable,
+    and rows of a method explained with other options than now are out of date: both
+    are dropped. Tables from before the data randomisation test read as the cascade.
     """
     out = run.layout.analysis("sanity")
     record = read_stage(run.layout.stage_record("sanity")) or {}
     earlier = record.get("options") or {}
     if not out.is_file() or any(earlier.get(k) != v for k, v in sample.items()):
-        return None
+        return pd.DataFrame(columns=COLUMNS)
     old = pd.read_csv(out, sep="\t", dtype={"method": str, "subject": str, "session": str})
-    return old[~old["method"].isin(methods)]
+    old = old.reindex(columns=COLUMNS)
+    old["check"] = old["check"].fillna(MODEL_CHECK)
+    moved = [m for m, s in explain.items() if (earlier.get("explain") or {}).get(m) != s]
+    new = set(zip(table["method"], table["check"], table["fold"], strict=True))
+    keys = zip(old["method"], old["check"], old["fold"].astype(int), strict=True)
+    keep = [key not in new and key[0] not in moved for key in keys]
+    return old[keep]
 
 
 def _write(run: RunFolder, table: pd.DataFrame, bound: float, **options) -> Path:
     out = run.layout.analysis("sanity")
-    methods = list(options.pop("methods"))
     sample = {k: options[k] for k in ("subjects_per_fold", "random_state")}
-    kept = _kept_rows(run, methods, **sample)
-    if kept is not None and len(kept):
+    kept = _kept_rows(run, table, options["explain"], **sample)
+    if len(kept):
+        earlier = (read_stage(run.layout.stage_record("sanity")) or {}).get("options") or {}
+        old = {m: s for m, s in (earlier.get("explain") or {}).items() if m in set(kept["method"])}
+        options["explain"] = {**old, **options["explain"]}
         table = pd.concat([kept, table], ignore_index=True)
-        methods = list(dict.fromkeys([*kept["method"], *methods]))
+    options["methods"] = list(dict.fromkeys([*kept["method"], *options["methods"]]))
+    data = table[table["check"] == DATA_CHECK]
+    options["data_folds"] = sorted(int(f) for f in data["fold"].unique())
     write_tsv(table, out)
     write_tsv(sanity_summary(table, bound), run.layout.analysis("sanity_summary"))
-    record_stage(run, "sanity", bound=bound, methods=methods, **options)
+    record_stage(run, "sanity", bound=bound, **options)
     return out
 
 
 def _compute(run: RunFolder, methods: list[str], options: dict) -> Path:
+    """The report's run: the cascade only, unless the options ask for the data test.
+
+    With no ``sanity_subjects`` given and permuted-label rows on disk, the recorded
+    sample is used again, so that re-running the cascade keeps those trained rows.
+    """
+    data = bool(options.get("sanity_data_randomisation", False))
+    earlier = (read_stage(run.layout.stage_record("sanity")) or {}).get("options") or {}
+    reuse = "sanity_subjects" not in options and earlier.get("data_folds")
     return sanity_run(
         run,
         _default_methods(methods),
-        subjects_per_fold=options.get("sanity_subjects", REPORT_SUBJECTS_PER_FOLD),
+        subjects_per_fold=options.get(
+            "sanity_subjects",
+            earlier.get("subjects_per_fold") if reuse else REPORT_SUBJECTS_PER_FOLD,
+        ),
+        random_state=earlier.get("random_state", 0) if reuse else 0,
+        data_randomisation=data,
+        folds=options.get("sanity_data_folds") if data else None,
+        epochs=options.get("sanity_epochs") if data else None,
         device=options.get("device", "auto"),
         progress=options.get("progress", True),
     )
