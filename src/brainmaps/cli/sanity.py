@@ -40,7 +40,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--subjects-per-fold", type=int, default=SUBJECTS_PER_FOLD,
         help=f"test subjects per fold, classes in turn ({SUBJECTS_PER_FOLD})",
     )  # fmt: skip
-    p.add_argument("--seed", type=int, default=0, help="seed of the sample and random weights")
+    p.add_argument(
+        "--seed", type=int, default=0,
+        help="seed of the sample, the random weights and the label permutation (0)",
+    )  # fmt: skip
     p.add_argument("--batch-size", type=int, default=4, help="subjects per method call (4)")
     p.add_argument(
         "--data-randomisation", action="store_true",
