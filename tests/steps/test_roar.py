@@ -116,6 +116,46 @@ def test_summary_pairs_each_method_with_the_random_models_of_its_folds():
     kar = roar_summary(units, "kar").set_index("fraction")
     assert kar.loc[0.5, "accuracy_random"] == pytest.approx(0.7)  # fold 0's random model
     assert kar.loc[0.5, "n_folds"] == 1
+    # fraction 0 of KAR is fold 0's reference (0.9), not the mean over both folds (0.85)
+    assert kar.loc[0.0, "accuracy"] == pytest.approx(0.9) and kar.loc[0.0, "folds"] == "0"
+    assert kar.loc[0.5, ["drop", "drop_random"]].tolist() == pytest.approx([0.1, 0.2])
+
+
+def _units(rows, **columns) -> pd.DataFrame:
+    """Per-model rows from ``(method, mode, fraction, fold, accuracy)``."""
+    base = {"seed": 0, "n_train": 8, "n_val": 0, "n_test": 4, "epochs": 3, "best_epoch": 3,
+            "balanced_accuracy": 0.5, "seconds": 1.0, "options": "h", "maps": ""}  # fmt: skip
+    keys = ["method", "mode", "fraction", "fold", "accuracy"]
+    units = pd.DataFrame([dict(zip(keys, r, strict=True)) for r in rows]).assign(**base)
+    return units.assign(roc_auc=units["accuracy"], **columns)[UNIT_COLUMNS]
+
+
+def test_summary_pairs_the_reference_and_the_random_control_with_the_method_folds():
+    units = _units([
+        ("none", "none", 0.0, 0, 0.9), ("none", "none", 0.0, 1, 0.5), ("none", "none", 0.0, 2, 0.4),
+        ("random", "both", 0.5, 0, 0.8), ("random", "both", 0.5, 1, 0.2),
+        ("random", "both", 0.5, 2, 0.3),
+        ("grad", "roar", 0.5, 0, 0.6),  # folds-subset 0: only fold 0 of the method
+        ("grad", "roar", 0.5, 2, 0.1),  # fold 2's method model ...
+    ])  # fmt: skip
+    units = units[~((units["method"] == "random") & (units["fold"] == 2))]  # ... has no random
+    table = roar_summary(units, "roar").set_index("fraction")
+    assert table.index.tolist() == [0.0, 0.5]
+    row = table.loc[0.5]
+    assert row["folds"] == "0" and row["n_folds"] == 1  # fold 2 waits for its random model
+    assert row[["accuracy", "accuracy_random", "accuracy_reference"]].tolist() == pytest.approx(
+        [0.6, 0.8, 0.9]
+    )
+    assert row[["drop", "drop_random"]].tolist() == pytest.approx([0.3, 0.1])
+    ref = table.loc[0.0]
+    assert ref["folds"] == "0"  # not the reference of folds 0, 1 and 2 (0.6)
+    assert ref[["accuracy", "accuracy_random", "drop"]].tolist() == pytest.approx([0.9, 0.9, 0])
+    # seeds pair too: a second seed's method model meets its own seed's reference
+    more = _units([("none", "none", 0.0, 0, 0.7), ("random", "both", 0.5, 0, 0.6),
+                   ("grad", "roar", 0.5, 0, 0.2)], seed=1)  # fmt: skip
+    both = roar_summary(pd.concat([units, more], ignore_index=True), "roar").set_index("fraction")
+    assert both.loc[0.5, "seeds"] == "0,1" and both.loc[0.0, "accuracy"] == pytest.approx(0.8)
+    assert both.loc[0.5, "drop"] == pytest.approx(((0.9 - 0.6) + (0.7 - 0.2)) / 2)
 
 
 # -- a planted cohort: removing the oracle's top voxels hurts, the anti-oracle's does not -
@@ -256,3 +296,121 @@ def test_default_methods_leave_sampled_maps_out_and_bad_fractions_train_nothing(
     layout = RunLayout(run_dir)
     assert not layout.stage_record("roar").exists()
     assert not layout.analysis("roar_folds").exists()
+
+
+def _fake_retrain(scores: dict):
+    """A stand-in for ``retrain_and_score``: the accuracy of ``scores[method, mode]``."""
+
+    def retrain(*args, desc, epochs, **kwargs):
+        _, method, mode, *_ = desc.split()
+        acc = scores[method, mode]
+        return {"best_epoch": epochs, "accuracy": acc, "balanced_accuracy": acc,
+                "roc_auc": acc, "seconds": 0.0}  # fmt: skip
+
+    return retrain
+
+
+def test_summary_leaves_out_rows_of_other_options_fractions_and_older_maps(
+    tiny_run, tmp_path, monkeypatch
+):
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    explain(run_dir, ["gradient"], progress=False)
+    layout = RunLayout(run_dir)
+    scores = {("none", "none"): 0.9, ("random", "both"): 0.7, ("gradient", "roar"): 0.4,
+              ("gradient", "kar"): 0.8}  # fmt: skip
+    monkeypatch.setattr(roar_step, "retrain_and_score", _fake_retrain(scores))
+    call = {"fractions": [0.5], "folds": [0], "epochs": 1, "device": "cpu", "progress": False}
+    with pytest.raises(ConfigError, match="sigma_mm: expected a number > 0"):
+        roar_step.roar_run(run_dir, ["gradient"], **call, fill="blur", sigma_mm=0.0)
+    roar_step.roar_run(run_dir, ["gradient"], **call)
+    units = pd.read_csv(layout.analysis("roar_folds"), sep="\t", dtype=str,
+                        keep_default_na=False)  # fmt: skip
+    options = units["options"].iloc[0]
+    maps = units.loc[units["method"] == "gradient", "maps"].iloc[0]
+    assert maps and set(units["options"]) == {options}
+
+    def row(method, mode, fraction, fold, acc, **kw):
+        return {**units.iloc[0].to_dict(), "method": method, "mode": mode,
+                "fraction": fraction, "fold": fold, "accuracy": acc, "roc_auc": acc,
+                "maps": maps if method == "gradient" else "", **kw}  # fmt: skip
+
+    stale = [
+        row("gradient", "roar", 0.5, 0, 0.0, options="0123456789abcdef"),  # other options
+        row("gradient", "roar", 0.5, 1, 0.0, maps="fedcba9876543210"),  # earlier maps
+        row("random", "both", 0.5, 1, 0.7), row("none", "none", 0.0, 1, 0.9),
+        row("gradient", "roar", 0.9, 0, 0.1), row("random", "both", 0.9, 0, 0.6),  # 0.9
+        row("none", "none", 0.0, 2, 0.1),  # a reference of a fold the method lacks
+    ]  # fmt: skip
+    pd.concat([units, pd.DataFrame(stale)]).to_csv(layout.analysis("roar_folds"), sep="\t",
+                                                    index=False)  # fmt: skip
+    layout.analysis("roar").unlink()
+
+    def summary(mode="roar"):
+        return pd.read_csv(layout.analysis(mode), sep="\t", dtype={"folds": str}).set_index(
+            "fraction"
+        )
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished model was trained again")
+
+    monkeypatch.setattr(roar_step, "retrain_and_score", no_training)
+    roar_step.roar_run(run_dir, ["gradient"], **call)
+    roar = summary()
+    assert roar.index.tolist() == [0.0, 0.5] and roar["folds"].tolist() == ["0", "0"]
+    assert roar["accuracy"].tolist() == pytest.approx([0.9, 0.4])
+    assert roar.loc[0.5, ["accuracy_random", "drop", "drop_random"]].tolist() == pytest.approx(
+        [0.7, 0.5, 0.2]
+    )
+
+    # a call with fraction 0.9 too summarises it (KAR at 0.9 is trained), one without
+    # it drops it again from the tables, though its rows stay in roar_folds.tsv
+    monkeypatch.setattr(roar_step, "retrain_and_score", _fake_retrain(scores))
+    roar_step.roar_run(run_dir, ["gradient"], **{**call, "fractions": [0.5, 0.9]})
+    assert summary().loc[0.9, "accuracy"] == pytest.approx(0.1)
+    assert summary("kar").index.tolist() == [0.0, 0.5, 0.9]
+    monkeypatch.setattr(roar_step, "retrain_and_score", no_training)
+    roar_step.roar_run(run_dir, ["gradient"], **call)
+    assert summary().index.tolist() == [0.0, 0.5] and summary("kar").index.tolist() == [0, 0.5]
+    assert (pd.read_csv(layout.analysis("roar_folds"), sep="\t")["fraction"] == 0.9).sum() == 3
+
+    # explaining again rewrites maps.tsv: the method's rows are older maps, trained again
+    manifest = layout.maps_manifest("gradient")
+    table = pd.read_csv(manifest, sep="\t", dtype=str, keep_default_na=False)
+    table["seconds"] = "0.125"
+    table.to_csv(manifest, sep="\t", index=False)
+    scores["gradient", "roar"] = 0.2
+    monkeypatch.setattr(roar_step, "retrain_and_score", _fake_retrain(scores))
+    roar_step.roar_run(run_dir, ["gradient"], **call)
+    assert summary()["accuracy"].tolist() == pytest.approx([0.9, 0.2])
+
+    # other options with overwrite: the earlier rows stay in roar_folds.tsv, unsummarised
+    roar_step.roar_run(run_dir, ["gradient"], **{**call, "epochs": 2}, overwrite=True)
+    assert summary()["epochs"].tolist() == [2, 2]
+    epochs = pd.read_csv(layout.analysis("roar_folds"), sep="\t")["epochs"]
+    assert set(epochs) == {1, 2}
+
+
+def test_cli_sign_and_blur_flags_reach_roar_run(tmp_path, monkeypatch, capsys):
+    from brainmaps.cli import roar as roar_cli
+
+    calls = []
+
+    def fake(run_dir, methods, **kwargs):
+        calls.append(kwargs)
+        return tmp_path / "roar.tsv"
+
+    monkeypatch.setattr(roar_cli, "roar_run", fake)
+    argv = ["roar", str(tmp_path), "--no-progress"]
+    assert main(argv) == 0
+    assert main([*argv, "--absolute", "--fill", "blur", "--sigma-mm", "4"]) == 0
+    assert main([*argv, "--signed"]) == 0
+    assert [(c["absolute"], c["fill"], c["sigma_mm"]) for c in calls] == [
+        (False, "train_mean", 8.0), (True, "blur", 4.0), (False, "train_mean", 8.0),
+    ]  # fmt: skip
+    capsys.readouterr()
+    assert main([*argv, "--sigma-mm", "4"]) == 2  # the train_mean fill has no blur
+    assert "--sigma-mm 4 applies to --fill blur only" in capsys.readouterr().err
+    assert main([*argv, "--absolute", "--signed"]) == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+    assert len(calls) == 3

@@ -23,6 +23,10 @@ Conventions here:
 - Replacing a uniformly random set of ``round(f n)`` voxels is the control of both modes
   (the bottom of a random ranking is as random as its top), so it is trained once per
   fraction and fold (``mode`` ``"both"`` in the per-fold table).
+- The summary is paired: a method's model of fold ``k`` and seed ``s`` is compared with
+  the random ranking's and the unmodified retrain's models of the same ``k`` and ``s``
+  only, so a method retrained on some folds is never set against a reference averaged
+  over others (:func:`roar_summary`).
 
 This module holds the masking and the tables; retraining is in
 :mod:`brainmaps.steps.roar`.
@@ -77,7 +81,8 @@ UNIT_COLUMNS = [
 #: One row per method and fraction (``analysis/roar.tsv``, ``analysis/kar.tsv``).
 SUMMARY_COLUMNS = [
     "method", "mode", "fraction", "accuracy", "accuracy_random", "roc_auc", "roc_auc_random",
-    "accuracy_std", "n_folds", "folds", "seeds", "epochs",
+    "accuracy_reference", "drop", "drop_random", "accuracy_std", "n_folds", "folds", "seeds",
+    "epochs",
 ]  # fmt: skip
 
 
@@ -250,24 +255,50 @@ def modified_volumes(
     return out
 
 
+_MODEL_KEY = ["method", "mode", "fraction", "fold", "seed"]
+
+
 def _paired(units: pd.DataFrame, method: str, mode: str) -> pd.DataFrame:
-    """The method's rows of ``mode`` beside the random rows of the same fraction, fold, seed."""
+    """The method's rows of ``mode`` beside the random and reference models of their folds.
+
+    Inner joins: a model enters only when the random ranking's model of the same fraction,
+    fold and seed and the unmodified retrain of the same fold and seed are finished, so the
+    method, its control and its reference are means over the same models.
+    """
     key = ["fraction", "fold", "seed"]
     mine = units[(units["method"] == method) & (units["mode"] == mode)]
     rnd = units[units["method"] == RANDOM][[*key, "accuracy", "roc_auc"]]
-    return mine.merge(rnd, on=key, how="left", suffixes=("", "_random"))
+    ref = units[units["method"] == REFERENCE][["fold", "seed", "accuracy", "roc_auc"]]
+    ref = ref.rename(columns={"accuracy": "accuracy_reference", "roc_auc": "roc_auc_reference"})
+    paired = mine.merge(rnd, on=key, how="inner", suffixes=("", "_random"))
+    return paired.merge(ref, on=["fold", "seed"], how="inner")
+
+
+def _reference_rows(units: pd.DataFrame, models: pd.DataFrame) -> pd.DataFrame:
+    """The unmodified retrains of the ``(fold, seed)`` pairs of ``models`` (fraction 0)."""
+    pairs = models[["fold", "seed"]].drop_duplicates()
+    ref = units[units["method"] == REFERENCE].merge(pairs, on=["fold", "seed"], how="inner")
+    return ref.assign(
+        accuracy_random=ref["accuracy"], roc_auc_random=ref["roc_auc"],
+        accuracy_reference=ref["accuracy"], roc_auc_reference=ref["roc_auc"],
+    )  # fmt: skip
 
 
 def _row(method: str, mode: str, fraction: float, part: pd.DataFrame) -> dict:
     acc = part["accuracy"].to_numpy(dtype=float)
+    rnd = part["accuracy_random"].to_numpy(dtype=float)
+    ref = part["accuracy_reference"].to_numpy(dtype=float)
     return {
         "method": method,
         "mode": mode,
         "fraction": fraction,
         "accuracy": float(np.mean(acc)),
-        "accuracy_random": float(part["accuracy_random"].astype(float).mean()),
+        "accuracy_random": float(np.mean(rnd)),
         "roc_auc": float(part["roc_auc"].astype(float).mean()),
         "roc_auc_random": float(part["roc_auc_random"].astype(float).mean()),
+        "accuracy_reference": float(np.mean(ref)),
+        "drop": float(np.mean(ref - acc)),
+        "drop_random": float(np.mean(ref - rnd)),
         "accuracy_std": float(np.std(acc, ddof=1)) if len(acc) > 1 else np.nan,
         "n_folds": int(part["fold"].nunique()),
         "folds": ",".join(str(int(k)) for k in sorted(part["fold"].unique())),
@@ -282,38 +313,47 @@ def roar_summary(units: pd.DataFrame, mode: str = "roar") -> pd.DataFrame:
     Parameters
     ----------
     units : pandas.DataFrame
-        :data:`UNIT_COLUMNS` rows: each method's retrains (``mode`` ``"roar"`` or
-        ``"kar"``), the random ranking's (``method`` :data:`RANDOM`) and the unmodified
-        retrain's (``method`` :data:`REFERENCE`, fraction 0).
+        :data:`UNIT_COLUMNS` rows of one experiment (one set of options and maps; the
+        step passes only those, :func:`brainmaps.steps.roar.roar_run`): each method's
+        retrains (``mode`` ``"roar"`` or ``"kar"``), the random ranking's (``method``
+        :data:`RANDOM`) and the unmodified retrain's (``method`` :data:`REFERENCE`,
+        fraction 0). Of two rows with the same method, mode, fraction, fold and seed the
+        later one is used.
     mode : {"roar", "kar"}
 
     Returns
     -------
     pandas.DataFrame
-        :data:`SUMMARY_COLUMNS`, one row per method and fraction, fraction 0 first (the
-        unmodified retrain: its accuracy is also ``accuracy_random``). Means (and
-        ``accuracy_std``, ddof 1) are over the method's models, one per ``(fold, seed)``;
-        each is paired with the random ranking's model of the same fraction, fold and
-        seed, and ``accuracy_random`` is NaN where none is finished yet. ``n_folds``,
-        ``folds`` and ``seeds`` say which models were averaged.
+        :data:`SUMMARY_COLUMNS`, one row per method and fraction, fraction 0 first. Every
+        value is paired by ``(fold, seed)``: a method's model at fraction ``f`` is used only
+        with the random ranking's model of the same fraction, fold and seed and the
+        unmodified retrain of the same fold and seed, and ``accuracy``,
+        ``accuracy_random`` and ``accuracy_reference`` are means over those same models
+        (``drop = accuracy_reference - accuracy``, ``drop_random = accuracy_reference -
+        accuracy_random``). A model whose random or reference model is not finished is
+        left out until it is. The fraction-0 row is the unmodified retrain of the folds and
+        seeds the method's rows cover (its accuracy is also ``accuracy_random``).
+        ``accuracy_std`` is over the method's models (ddof 1); ``n_folds``, ``folds`` and
+        ``seeds`` say which models were averaged.
     """
     check_choice("mode", mode, MODES)
     if units.empty:
         return pd.DataFrame(columns=SUMMARY_COLUMNS)
-    units = units.astype({"fraction": float, "fold": int, "seed": int})
-    reference = units[units["method"] == REFERENCE].assign(
-        accuracy_random=lambda t: t["accuracy"], roc_auc_random=lambda t: t["roc_auc"]
-    )
+    units = units.astype({"method": str, "mode": str, "fraction": float, "fold": int,
+                          "seed": int})  # fmt: skip
+    units = units.assign(fraction=units["fraction"].round(6))
+    units = units.drop_duplicates(subset=_MODEL_KEY, keep="last")
     methods = [
         m
-        for m in dict.fromkeys(units["method"].astype(str))
+        for m in dict.fromkeys(units["method"])
         if m not in (REFERENCE, RANDOM) and (units[units["method"] == m]["mode"] == mode).any()
     ]
     rows = []
     for method in methods:
-        if len(reference):
-            rows.append(_row(method, mode, 0.0, reference))
         paired = _paired(units, method, mode)
+        if paired.empty:
+            continue
+        rows.append(_row(method, mode, 0.0, _reference_rows(units, paired)))
         for fraction, part in paired.groupby("fraction", sort=True):
             rows.append(_row(method, mode, float(fraction), part))
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)

@@ -11,7 +11,7 @@ from brainmaps.cli._args import add_progress_flag
 from brainmaps.cli.faithfulness import split_methods
 from brainmaps.exceptions import ConfigError
 from brainmaps.run.layout import RunLayout
-from brainmaps.steps.roar import DEFAULT_FRACTIONS, RANKINGS, roar_run
+from brainmaps.steps.roar import DEFAULT_FRACTIONS, RANKINGS, SIGMA_MM, roar_run
 from brainmaps.validation import parse_list
 
 
@@ -30,7 +30,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "reference (Hooker et al. 2019). Each model is recorded as it finishes, so an "
         "interrupted call resumes. One model per method, mode, fraction and fold: bound "
         "the cost with --folds-subset, --epochs and --fractions. Writes "
-        "RUN/analysis/roar.tsv, kar.tsv and roar_folds.tsv.",
+        "RUN/analysis/roar.tsv, kar.tsv and roar_folds.tsv; the two summaries hold only "
+        "the models of this call's options, fractions and current maps, each paired by "
+        "fold with the random ranking and the unmodified retrain.",
     )
     p.add_argument("run_dir", help="run folder with maps of every subject")
     p.add_argument("--methods", help="comma-separated map folders (default: all with maps)")
@@ -53,6 +55,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="subject: each volume by its own map (Hooker et al.); fold_mean: every volume "
         "by the fold's mean map (the same voxels for every subject)",
     )  # fmt: skip
+    sign = p.add_mutually_exclusive_group()
+    sign.add_argument(
+        "--absolute", dest="absolute", action="store_true", default=False,
+        help="rank voxels by |map| (for maps whose negative values also matter)",
+    )  # fmt: skip
+    sign.add_argument(
+        "--signed", dest="absolute", action="store_false",
+        help="rank voxels by signed value, highest first (the default)",
+    )  # fmt: skip
+    p.add_argument(
+        "--sigma-mm", type=float,
+        help=f"blur of the blur fill in mm ({SIGMA_MM:g}); only with --fill blur",
+    )  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="seed of the random ranking (0)")
     p.add_argument("--overwrite", action="store_true", help="recompute when the options changed")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -74,6 +89,11 @@ def _numbers(text: str | None, flag: str, kind: type) -> list | None:
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``brainmaps roar``."""
+    if args.sigma_mm is not None and args.fill != "blur":
+        raise ConfigError(
+            f"--sigma-mm {args.sigma_mm:g} applies to --fill blur only (--fill is "
+            f"{args.fill}); add --fill blur, or drop --sigma-mm."
+        )
     path = roar_run(
         args.run_dir,
         split_methods(args.methods),
@@ -83,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
         mode=args.mode,
         fill=args.fill,
         ranking=args.ranking,
+        absolute=args.absolute,
+        sigma_mm=SIGMA_MM if args.sigma_mm is None else args.sigma_mm,
         random_state=args.seed,
         overwrite=args.overwrite,
         device=args.device,

@@ -55,7 +55,20 @@ Resuming: each finished model is a row of ``analysis/roar_folds.tsv`` (written
 atomically as soon as it is scored, with the hash of the options that made it and of the
 method's ``maps.tsv``); a row with the same key, options and maps is not trained again.
 ``stages/roar.yaml`` records the options; other options are refused unless
-``overwrite``.
+``overwrite``, and their rows stay in ``roar_folds.tsv`` (going back to them resumes).
+
+Summary: ``roar.tsv`` and ``kar.tsv`` are made from the *current* rows only: the options
+of the call (epochs, fill, ranking, absolute, sigma), its fractions, and for a method the
+hash of its ``maps.tsv`` as it is now. Rows of other options, other fractions or earlier
+maps stay in ``roar_folds.tsv`` but never enter the summary. The maps hash is of the
+content of ``maps.tsv`` (file names, folds, labels, explained classes, predictions and
+seconds of every map), not of file times: a copied run folder keeps its rows, while
+explaining a method again (or a part of its subjects) rewrites those rows' measured
+seconds and so changes the hash. Rows of other folds and seeds made with the current
+options and maps are kept (they are repeats), and every method's value at a fraction is
+paired by fold and seed with the random ranking and the unmodified retrain
+(:func:`brainmaps.analysis.roar.roar_summary`). Methods not named in the call keep their
+current rows in the summary.
 """
 
 from __future__ import annotations
@@ -74,7 +87,7 @@ from tqdm.auto import tqdm
 from brainmaps.analysis import roar as R
 from brainmaps.analysis.faithfulness import random_attribution
 from brainmaps.analysis.maps import list_map_methods, run_brain_mask
-from brainmaps.exceptions import BrainmapsWarning, ConfigError
+from brainmaps.exceptions import BrainmapsError, BrainmapsWarning, ConfigError
 from brainmaps.models import create_model
 from brainmaps.models.checkpoints import load_checkpoint
 from brainmaps.run.folder import RunFolder, open_run
@@ -85,14 +98,16 @@ from brainmaps.steps.faithfulness import _load, _manifest
 from brainmaps.steps.masked_eval import _fold_class_means
 from brainmaps.training.retrain import retrain_and_score
 from brainmaps.utils import stable_hash, write_tsv
-from brainmaps.validation import check_choice, check_int
+from brainmaps.validation import check_choice, check_float, check_int
 
-__all__ = ["DEFAULT_FRACTIONS", "RANKINGS", "roar_run"]
+__all__ = ["DEFAULT_FRACTIONS", "RANKINGS", "SIGMA_MM", "roar_run"]
 
 #: Fractions of the brain voxels replaced (Hooker et al. use 0.1, 0.3, 0.5, 0.7, 0.9).
 DEFAULT_FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.9)
 #: ``"subject"``: each volume by its own map; ``"fold_mean"``: by the fold's mean map.
 RANKINGS = ("subject", "fold_mean")
+#: Default blur of the ``"blur"`` fill, in millimetres.
+SIGMA_MM = 8.0
 
 
 @dataclass(frozen=True)
@@ -119,7 +134,8 @@ class _Setup:
     device: str
     progress: bool
     files: dict  # method -> {row: map file}
-    maps: dict  # method -> hash of its maps.tsv
+    maps: dict  # method -> hash of its maps.tsv (every method with maps and rows)
+    fractions: tuple = ()  # this call's fractions (0 excluded)
 
 
 def _methods(run: RunFolder, methods: Sequence[str] | None) -> list[str]:
@@ -190,8 +206,25 @@ def _map_files(run: RunFolder, method: str, ranking: str) -> tuple[dict, str]:
             f"{run.path} --methods {method}' without --subjects-per-fold, or use "
             "ranking='fold_mean'."
         )
-    listed = manifest.drop(columns="row").astype(str).to_dict("records")
-    return rows, stable_hash(listed)
+    return rows, _maps_hash(manifest)
+
+
+def _maps_hash(manifest: pd.DataFrame) -> str:
+    """Hash of the content of a method's ``maps.tsv`` (see the module docstring)."""
+    return stable_hash(manifest.drop(columns="row").astype(str).to_dict("records"))
+
+
+def _other_maps(run: RunFolder, units: pd.DataFrame, maps: dict) -> dict:
+    """``maps`` with the hash of every other method of ``units`` that still has maps."""
+    maps = dict(maps)
+    for method in dict.fromkeys(units["method"].astype(str)):
+        if method in maps or method in (R.RANDOM, R.REFERENCE):
+            continue
+        try:
+            maps[method] = _maps_hash(_manifest(run, method))
+        except BrainmapsError:  # no maps any more, or maps no longer of this run
+            continue
+    return maps
 
 
 def _read_units(run: RunFolder) -> pd.DataFrame:
@@ -212,6 +245,20 @@ def _plan(methods, modes, fractions, folds) -> list[_Unit]:
             units.append(_Unit(R.RANDOM, "both", f, k))
             units += [_Unit(m, mode, f, k) for m in methods for mode in modes]
     return units
+
+
+def _current(units: pd.DataFrame, setup: _Setup) -> np.ndarray:
+    """Rows made with this call's options and fractions and each method's current maps."""
+    if units.empty:
+        return np.zeros(0, dtype=bool)
+    method = units["method"].astype(str)
+    expected = method.map(lambda m: "" if m in (R.RANDOM, R.REFERENCE) else setup.maps.get(m))
+    fraction = units["fraction"].astype(float).round(6)
+    return (
+        (units["options"].astype(str) == stable_hash(setup.options)).to_numpy()
+        & (units["maps"].astype(str) == expected).to_numpy()
+        & fraction.isin([0.0, *setup.fractions]).to_numpy()
+    )
 
 
 def _done(units: pd.DataFrame, setup: _Setup) -> set:
@@ -293,24 +340,38 @@ def _train_unit(setup: _Setup, fold: _Fold, unit: _Unit) -> dict:
     }  # fmt: skip
 
 
-def _write(run: RunFolder, units: pd.DataFrame) -> None:
+def _write(setup: _Setup, units: pd.DataFrame) -> None:
     """The per-fold rows, then the ROAR and KAR tables made from them (atomic writes)."""
     order = ["fold", "seed", "fraction"]
     units = units.sort_values(order, kind="stable").reset_index(drop=True)
-    write_tsv(units[R.UNIT_COLUMNS], run.layout.analysis("roar_folds"))
+    write_tsv(units[R.UNIT_COLUMNS], setup.run.layout.analysis("roar_folds"))
+    _write_summaries(setup, units)
+
+
+def _write_summaries(setup: _Setup, units: pd.DataFrame) -> None:
+    """``roar.tsv`` and ``kar.tsv`` of the current rows; a table that would not change is
+    left as it is (its time stays that of the models it summarises)."""
+    current = units[_current(units, setup)] if len(units) else units
     for mode in R.MODES:
-        summary = R.roar_summary(units, mode)
-        if len(summary) or run.layout.analysis(mode).is_file():
-            write_tsv(summary, run.layout.analysis(mode))
+        path = setup.run.layout.analysis(mode)
+        summary = R.roar_summary(current, mode)
+        if not len(summary) and not path.is_file():
+            continue
+        text = summary.to_csv(sep="\t", index=False, float_format="%.6g")
+        if path.is_file() and path.read_text(encoding="utf-8") == text:
+            continue
+        write_tsv(summary, path)
 
 
-def _same(units: pd.DataFrame, unit: _Unit, seed: int) -> np.ndarray:
-    """Rows of ``units`` with the key of ``unit``."""
+def _same(units: pd.DataFrame, unit: _Unit, setup: _Setup) -> np.ndarray:
+    """Rows of ``units`` with the key and options of ``unit`` (earlier maps are replaced;
+    rows of other options stay)."""
     return (
-        (units["method"].astype(str) == unit.method).to_numpy()
+        (units["options"].astype(str) == stable_hash(setup.options)).to_numpy()
+        & (units["method"].astype(str) == unit.method).to_numpy()
         & (units["mode"].astype(str) == unit.mode).to_numpy()
         & (units["fold"].astype(int) == unit.fold).to_numpy()
-        & (units["seed"].astype(int) == seed).to_numpy()
+        & (units["seed"].astype(int) == setup.seed).to_numpy()
         & np.isclose(units["fraction"].astype(float), unit.fraction)
     )
 
@@ -322,9 +383,9 @@ def _train_all(setup: _Setup, units: pd.DataFrame, todo: list[_Unit]) -> None:
         fold = _Fold(setup, k)
         for unit in (u for u in todo if u.fold == k):
             row = pd.DataFrame([_train_unit(setup, fold, unit)])
-            kept = units[~_same(units, unit, setup.seed)]
+            kept = units[~_same(units, unit, setup)]
             units = pd.concat([kept, row], ignore_index=True) if len(kept) else row
-            _write(setup.run, units)
+            _write(setup, units)
             bar.update(1)
     bar.close()
 
@@ -340,7 +401,7 @@ def roar_run(
     fill: str = "train_mean",
     ranking: str = "subject",
     absolute: bool = False,
-    sigma_mm: float = 8.0,
+    sigma_mm: float = SIGMA_MM,
     random_state: int = 0,
     overwrite: bool = False,
     device: str = "auto",
@@ -368,9 +429,9 @@ def roar_run(
         What replaced voxels become (:func:`brainmaps.analysis.roar.fill_like`).
     ranking : {"subject", "fold_mean"}
     absolute : bool
-        Rank by ``|map|``.
+        Rank by ``|map|`` (default: the signed values, highest first).
     sigma_mm : float
-        Blur of the ``"blur"`` fill in millimetres.
+        Blur of the ``"blur"`` fill in millimetres (ignored by the other fills).
     random_state : int
         Seed of the random ranking and tie breaks, added to the training seed.
     overwrite : bool
@@ -383,8 +444,11 @@ def roar_run(
     pathlib.Path
         ``<run>/analysis/roar.tsv`` (``kar.tsv`` for ``mode="kar"``), with
         :data:`brainmaps.analysis.roar.SUMMARY_COLUMNS` (``method, mode, fraction,
-        accuracy, accuracy_random, roc_auc, roc_auc_random, ...``, fraction 0 first);
-        ``kar.tsv`` holds KAR's rows and ``roar_folds.tsv`` one row per trained model.
+        accuracy, accuracy_random, roc_auc, roc_auc_random, accuracy_reference, drop,
+        drop_random, ...``, fraction 0 first, paired by fold and seed); ``kar.tsv`` holds
+        KAR's rows and ``roar_folds.tsv`` one row per trained model. Both summaries are
+        made from the rows of this call's options, fractions and current maps only (see
+        the module docstring).
     """
     run = open_run(run_dir)
     if not run.task.is_classification:
@@ -398,7 +462,8 @@ def roar_run(
         "fill": check_choice("fill", fill, R.FILLS),
         "ranking": check_choice("ranking", ranking, RANKINGS),
         "absolute": bool(absolute),
-        "sigma_mm": float(sigma_mm) if fill == "blur" else None,
+        "sigma_mm": check_float("sigma_mm", sigma_mm, min=0.0, min_open=True)
+        if fill == "blur" else None,
     }  # fmt: skip
     seed = check_int("random_state", random_state, min=0)
     if given is None and options["ranking"] == "subject":
@@ -412,19 +477,19 @@ def roar_run(
             layout.stage_record("roar"), str(layout.analysis("roar")), options, overwrite=overwrite,
             hint="copy the run folder to keep both",
         )  # fmt: skip
-        units = _read_units(run) if reuse else pd.DataFrame(columns=R.UNIT_COLUMNS)
+        units = _read_units(run)  # rows of other options stay (resumable), never summarised
         if not reuse or read_stage(layout.stage_record("roar")) is None:
             record_stage(run, "roar", **options)
         brain = np.asarray(run_brain_mask(run).dataobj) > 0
         setup = _Setup(run, None, brain, options, seed, options["epochs"], device, progress,
-                       files, maps)  # fmt: skip
+                       files, _other_maps(run, units, maps), tuple(fractions))  # fmt: skip
         done = _done(units, setup)
         todo = [u for u in _plan(methods, modes, fractions, folds) if u.key(seed) not in done]
         if todo:
             setup.volumes = run.volumes(progress=progress)
             _train_all(setup, units, todo)
-        elif len(units) and not layout.analysis(modes[0]).is_file():
-            _write(run, units)
+        else:
+            _write_summaries(setup, units)
     return layout.analysis(modes[0])
 
 
