@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
+import warnings
+
 import pytest
+import yaml
 
 from brainmaps.data.preprocess import PreprocessConfig
-from brainmaps.exceptions import ConfigError
+from brainmaps.exceptions import BrainmapsWarning, ConfigError
 from brainmaps.run.config import (
     DataConfig,
     ExecutionConfig,
@@ -107,3 +112,54 @@ def test_missing_and_broken_files(tmp_path):
 def test_model_options_cannot_override_derived_values():
     with pytest.raises(ConfigError, match="n_classes"):
         ModelConfig(options={"n_classes": 3})
+
+
+def _without_bn_recalibration(path):
+    """Drop ``training.bn_recalibration`` from a written config (as brainmaps <= 0.3 wrote it)."""
+    raw = yaml.safe_load(path.read_text())
+    del raw["training"]["bn_recalibration"]
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return raw
+
+
+def test_a_run_folders_own_old_config_reads_without_bn_recalibration(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    saved = run_dir / "config.yaml"
+    _config().to_yaml(saved)
+    raw = _without_bn_recalibration(saved)
+    (run_dir / "cohort.tsv").write_text("subject\n")  # written beside it by brainmaps train
+    with pytest.warns(BrainmapsWarning, match=r"run[/\\]config.yaml was written by an older"):
+        assert load_config(saved).training.bn_recalibration is False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per file
+        assert load_config(saved).training.bn_recalibration is False
+        # the same keys in a user's own file, or built from a dict, take the default
+        mine = tmp_path / "config.yaml"  # no cohort.tsv beside it: not a run folder
+        mine.write_text(saved.read_text())
+        assert load_config(mine).training.bn_recalibration is True
+        assert load_config(saved, saved=False).training.bn_recalibration is True
+        assert RunConfig.from_dict(raw).training.bn_recalibration is True
+        # a saved config that has the key keeps its value, without a warning
+        _config(bn_recalibration=True).to_yaml(saved)
+        assert load_config(saved).training.bn_recalibration is True
+    with pytest.warns(BrainmapsWarning, match="old.yaml"):
+        assert RunConfig.from_dict(raw, "old.yaml", saved=True).training.bn_recalibration is False
+
+
+def test_open_run_and_the_resume_check_read_an_old_run_as_trained(tiny_run, tmp_path):
+    from brainmaps.run import RunLayout, open_run
+    from brainmaps.training.run import _check_run_folder
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    assert open_run(run_dir).config.training.bn_recalibration is True  # written with the key
+    _without_bn_recalibration(run_dir / "config.yaml")
+    with pytest.warns(BrainmapsWarning, match="bn_recalibration: False"):
+        config = open_run(run_dir).config
+    assert config.training.bn_recalibration is False
+    # resuming with the new default would train the remaining folds otherwise: refused
+    new = config.replace(training=dataclasses.replace(config.training, bn_recalibration=True))
+    with pytest.raises(ConfigError, match=r"differs in training\.bn_recalibration"):
+        _check_run_folder(new.replace(out=str(run_dir)), RunLayout(run_dir))
+    _check_run_folder(config.replace(out=str(run_dir)), RunLayout(run_dir))  # as trained

@@ -8,12 +8,20 @@ which network (:class:`ModelConfig`) and how it is trained and cross-validated
 jobs, workers, cache folder, progress) that may change when a run is resumed on another
 machine. ``config.yaml`` holds the science sections, so replaying it (``--config``)
 reproduces the run; ``execution.yaml`` records how the last writer ran.
+
+A key added to a section after run folders were first written takes its default when a
+user's config leaves it out, but a run folder's own ``config.yaml`` that lacks it was
+written before the key existed (:meth:`RunConfig.to_yaml` writes every key), so it is read
+with the value that run was trained with (:data:`SAVED_DEFAULTS`, with a warning naming
+the file): ``training.bn_recalibration`` is ``False`` there, so resuming an older run
+trains its remaining folds (and ``brainmaps roar`` its retrains) as its first ones.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,10 +31,12 @@ import yaml
 from brainmaps.data.cache import resolve_cache_dir
 from brainmaps.data.channels import channel_names
 from brainmaps.data.preprocess import PreprocessConfig
-from brainmaps.exceptions import ConfigError
+from brainmaps.exceptions import BrainmapsWarning, ConfigError
+from brainmaps.run.layout import RunLayout
 from brainmaps.utils import atomic_write_text
 
 __all__ = [
+    "SAVED_DEFAULTS",
     "DataConfig",
     "ExecutionConfig",
     "ModelConfig",
@@ -233,6 +243,12 @@ class ExecutionConfig:
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "training": TrainingConfig}
 #: Keys that older run folders kept in ``training`` and that are execution settings now.
 _LEGACY_EXECUTION = ("device", "n_jobs", "num_workers", "cache_dir")
+#: ``{section: {key: value}}``: keys added after run folders were first written, with the
+#: value a run folder's own ``config.yaml`` without them was trained with (the behaviour
+#: before the key existed). A user's config without them gets the dataclass default.
+SAVED_DEFAULTS = {"training": {"bn_recalibration": False}}
+#: Saved configs already warned about (one warning per file and process).
+_WARNED: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -294,8 +310,20 @@ class RunConfig:
         return dataclasses.replace(self, data=data, training=training)
 
     @classmethod
-    def from_dict(cls, raw: dict, origin: str = "config") -> RunConfig:
+    def from_dict(cls, raw: dict, origin: str = "config", *, saved: bool = False) -> RunConfig:
         """Build and validate a config from a mapping (e.g. parsed YAML).
+
+        Parameters
+        ----------
+        raw : dict
+            Sections of the config; missing keys take their defaults.
+        origin : str
+            Where ``raw`` comes from (a path, ``"command line"``), for the messages.
+        saved : bool
+            ``raw`` is a run folder's own ``config.yaml``: keys missing from it take the
+            value that run was trained with (:data:`SAVED_DEFAULTS`), not the current
+            default, with a :class:`~brainmaps.exceptions.BrainmapsWarning` naming
+            ``origin`` (once per file).
 
         Raises
         ------
@@ -314,6 +342,8 @@ class RunConfig:
             )
         if "data" not in raw:
             raise ConfigError(f"{origin}: the 'data' section (source, target) is missing.")
+        if saved:
+            raw = _saved_defaults(raw, origin)
         raw, execution = _split_execution(raw, origin)
         parts = {
             name: _build(section, raw.get(name) or {}, name, origin)
@@ -334,6 +364,47 @@ class RunConfig:
     def replace(self, **sections: Any) -> RunConfig:
         """Return a copy with some sections or fields replaced."""
         return dataclasses.replace(self, **sections)
+
+
+def _saved_defaults(raw: dict, origin: str) -> dict:
+    """``raw`` with the :data:`SAVED_DEFAULTS` of the keys it lacks (warned once per file)."""
+    raw = dict(raw)
+    filled = []
+    for name, keys in SAVED_DEFAULTS.items():
+        values = raw.get(name)
+        if values is None:
+            values = {}
+        if not isinstance(values, dict):
+            continue  # _build names the bad section
+        values = dict(values)
+        for key, value in keys.items():
+            if key not in values:
+                values[key] = value
+                filled.append(f"{name}.{key}: {value}")
+        raw[name] = values
+    if filled and origin not in _WARNED:
+        _WARNED.add(origin)
+        warnings.warn(
+            f"{origin} was written by an older brainmaps without {', '.join(filled)}; read "
+            "as that value, the behaviour its folds were trained with, so a resumed run and "
+            "its retrains match them. To resume such a run from the command line, replay "
+            "this file with --config (or give the key, e.g. --no-bn-recalibration); to train "
+            "with the new default, start a new --out.",
+            BrainmapsWarning,
+            stacklevel=3,
+        )
+    return raw
+
+
+def _is_saved_config(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a run folder's own ``config.yaml`` (beside its ``cohort.tsv``).
+
+    ``brainmaps train`` writes both into the run folder together; a config a user wrote
+    elsewhere is not one, even if it is named ``config.yaml``.
+    """
+    path = Path(path)
+    layout = RunLayout(path.parent)
+    return path.name == layout.CONFIG and layout.cohort.is_file()
 
 
 def _absolute(path: str) -> str:
@@ -370,13 +441,19 @@ def _build(section: type, values: dict, name: str, origin: str) -> Any:
         raise ConfigError(f"{origin}: section '{name}': {exc}") from None
 
 
-def load_config(path: str | os.PathLike) -> RunConfig:
+def load_config(path: str | os.PathLike, *, saved: bool | None = None) -> RunConfig:
     """Read a run configuration from a YAML file.
 
     Parameters
     ----------
     path : str or os.PathLike
         A ``config.yaml`` (e.g. the one written to every run folder).
+    saved : bool, optional
+        Read it as a run folder's own config (keys it lacks take the value the run was
+        trained with, :data:`SAVED_DEFAULTS`) or as a user's (they take the defaults).
+        Default: saved when ``path`` is a run folder's ``config.yaml``, beside its
+        ``cohort.tsv``, so replaying an older run's file
+        (``brainmaps train --config RUN/config.yaml``) reproduces that run.
 
     Returns
     -------
@@ -394,4 +471,6 @@ def load_config(path: str | os.PathLike) -> RunConfig:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
-    return RunConfig.from_dict(raw, origin=str(path))
+    if saved is None:
+        saved = _is_saved_config(path)
+    return RunConfig.from_dict(raw, origin=str(path), saved=saved)

@@ -36,7 +36,9 @@ class RunFolder:
     path : pathlib.Path
         The run folder.
     config : RunConfig
-        ``config.yaml``, validated, with the execution settings of ``execution.yaml``.
+        ``config.yaml``, validated, with the execution settings of ``execution.yaml``;
+        keys an older brainmaps did not write take the value the run was trained with
+        (:data:`brainmaps.run.config.SAVED_DEFAULTS`).
     table : pandas.DataFrame
         ``cohort.tsv``: one row per scan (``subject``, ``session``, ``path``, ``label``,
         ``y``, ``site``, ..., ``cache_slot``, ``test_fold``). Row ``i`` is volume ``i`` of
@@ -229,7 +231,7 @@ def open_run(run_dir: str | os.PathLike | RunFolder) -> RunFolder:
         raise ConfigError(f"{layout.config} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict) or "preprocess" not in raw:
         raise ConfigError(f"{layout.config} has no 'preprocess' section; re-run training.")
-    config = RunConfig.from_dict(raw, origin=str(layout.config))
+    config = RunConfig.from_dict(raw, origin=str(layout.config), saved=True)
     config = replace(config, execution=read_execution(layout, config))
     table = _read_tsv(layout.cohort)
     folds = _read_tsv(layout.folds)
