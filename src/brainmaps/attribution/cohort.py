@@ -74,10 +74,6 @@ def resolve_targets(run: RunFolder, target: str | int, idx: np.ndarray) -> Any:
     )
 
 
-#: The former private name, for callers not yet moved to :func:`resolve_targets`.
-_resolve_targets = resolve_targets
-
-
 def _method_kwargs(
     methods: Sequence[str], layer: str | None, options: dict | None, shape=None
 ) -> dict:

@@ -16,8 +16,19 @@ from brainmaps.attribution.base import (
 )
 from brainmaps.attribution.gradient import check_bool
 from brainmaps.exceptions import ConfigError
+from brainmaps.models.tracing import feature_layers
 
-__all__ = ["GradCAM", "GradientCAM", "default_layer", "layer_activations"]
+__all__ = [
+    "AUTO_MIN_VOXELS",
+    "GradCAM",
+    "GradientCAM",
+    "auto_layer",
+    "default_layer",
+    "layer_activations",
+]
+
+#: ``layer="auto"``: the deepest layer whose feature grid keeps this many voxels per axis.
+AUTO_MIN_VOXELS = 8
 
 
 def default_layer(model: nn.Module) -> str:
@@ -31,6 +42,39 @@ def default_layer(model: nn.Module) -> str:
             f"{type(model).__name__} has no Conv3d layer; give layer=... (a module name)."
         )
     return convs[-1]
+
+
+def auto_layer(model: nn.Module, x: torch.Tensor, min_voxels: int = AUTO_MIN_VOXELS) -> str:
+    """The layer ``layer="auto"`` picks for inputs shaped like ``x``.
+
+    The deepest activation or pooling layer (in forward order) whose feature grid keeps
+    at least ``min_voxels`` voxels along every spatial axis at this input size: deeper
+    layers see more of the network's evidence, shallower ones keep resolution. At the
+    demo grid (36x44x36) this is ``features.block2.relu`` of ``xin2019`` (15x19x15); at
+    Kan et al.'s 58x70x58 it is ``features.block3.relu`` (11x14x11). When no layer keeps
+    that many, the first one is taken.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    x : torch.Tensor
+        An input batch ``(N, C, *spatial)``.
+    min_voxels : int
+        Smallest feature-grid size per axis (:data:`AUTO_MIN_VOXELS`).
+
+    Returns
+    -------
+    str
+        The module's name in ``model.named_modules()``.
+    """
+    layers = feature_layers(model, x)
+    if not layers:
+        raise ConfigError(
+            f"{type(model).__name__} has no activation or pooling layer with a spatial "
+            "output; give layer=... (a module name)."
+        )
+    fine = [name for name, grid in layers if min(grid) >= min_voxels]
+    return fine[-1] if fine else layers[0][0]
 
 
 def layer_activations(
@@ -69,27 +113,50 @@ class GradientCAM(AttributionMethod):
     ----------
     model : torch.nn.Module
     layer : str, optional
-        Name of the module whose output is used (``model.named_modules()``). Default:
-        the model's ``target_layer`` (the last block's activation for the brainmaps
-        networks), else the last ``Conv3d``.
+        Name of the module whose output is used (``model.named_modules()``), or
+        ``"auto"`` (:func:`auto_layer`, chosen per input size). Default:
+        :meth:`default_layer`.
     relu : bool
         Apply the final ReLU.
     """
 
     def __init__(self, model: nn.Module, *, layer: str | None = None, relu: bool = True) -> None:
         super().__init__(model)
-        self.layer_name = layer if layer is not None else default_layer(model)
-        self.layer = find_module(model, self.layer_name)
+        self.layer_name = layer if layer is not None else self.default_layer(model)
+        self._auto: dict[tuple[int, ...], str] = {}
+        if self.layer_name != "auto":
+            self.layer = find_module(model, self.layer_name)
         self.relu = check_bool(self.name or type(self).__name__, "relu", relu)
+
+    def default_layer(self, model: nn.Module) -> str:
+        """The layer used when none is given (Grad-CAM: :func:`default_layer`)."""
+        return default_layer(model)
+
+    def layer_for(self, x: torch.Tensor) -> nn.Module:
+        """The module explained for inputs shaped like ``x`` (resolves ``"auto"``)."""
+        if self.layer_name != "auto":
+            return self.layer
+        shape = tuple(x.shape[1:])
+        if shape not in self._auto:
+            self._auto[shape] = auto_layer(self.model, x)
+        return find_module(self.model, self._auto[shape])
+
+    def resolved_layer(self, x: torch.Tensor) -> str:
+        """Name of the module explained for inputs shaped like ``x``."""
+        if self.layer_name != "auto":
+            return self.layer_name
+        self.layer_for(x)
+        return self._auto[tuple(x.shape[1:])]
 
     def _combine(self, acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
         """Feature map ``(N, *feat)`` from activations and gradients ``(N, K, *feat)``."""
         raise NotImplementedError
 
     def _attribute(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        geometry = layer_geometry(self.model, self.layer, x)
+        layer = self.layer_for(x)
+        geometry = layer_geometry(self.model, layer, x)
         with torch.enable_grad():
-            outputs, acts = layer_activations(self, self.layer, x.requires_grad_(True))
+            outputs, acts = layer_activations(self, layer, x.requires_grad_(True))
             (grads,) = torch.autograd.grad(target_scores(outputs, targets).sum(), acts)
         cam = self._combine(acts.detach(), grads)
         if self.relu:

@@ -36,6 +36,7 @@ __all__ = [
     "ReceptiveField",
     "Trace",
     "Window",
+    "feature_layers",
     "layer_receptive_field",
     "leaf_modules",
     "receptive_field",
@@ -226,6 +227,37 @@ def trace(
         follows, unchanged = recorder.is_prev(out)
         result.returns_last = unchanged if snapshot else follows
     return result
+
+
+#: Poolings: each block of a convolutional network usually ends with one.
+POOLINGS = (
+    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+)  # fmt: skip
+
+
+def feature_layers(model: nn.Module, x: torch.Tensor) -> list[tuple[str, tuple[int, ...]]]:
+    """The layers a class activation map can be taken at, with their feature grids.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    x : torch.Tensor
+        An input batch ``(N, C, *spatial)``; only its first sample is run.
+
+    Returns
+    -------
+    list of (str, tuple of int)
+        In forward order, every activation or pooling leaf module whose output keeps the
+        input's spatial axes, with the shape of its feature grid. A module called twice
+        is listed once, at its last call.
+    """
+    calls = trace(model, x[:1]).calls
+    found: dict[str, tuple[int, ...]] = {}
+    for call in calls:
+        if isinstance(call.module, ACTIVATIONS + POOLINGS) and len(call.out_shape) == x.dim():
+            found.pop(call.name, None)
+            found[call.name] = tuple(call.out_shape[2:])
+    return list(found.items())
 
 
 def _ntuple(value: Any, n: int) -> tuple[int, ...]:
