@@ -414,3 +414,20 @@ def test_cli_sign_and_blur_flags_reach_roar_run(tmp_path, monkeypatch, capsys):
     assert main([*argv, "--absolute", "--signed"]) == 2
     assert "not allowed with argument" in capsys.readouterr().err
     assert len(calls) == 3
+
+
+def test_cli_number_lists_reach_roar_run_and_bad_ones_name_the_flag(tmp_path, monkeypatch, capsys):
+    from brainmaps.cli import roar as roar_cli
+
+    calls = []
+    monkeypatch.setattr(roar_cli, "roar_run", lambda run_dir, methods, **kw: calls.append(kw))
+    argv = ["roar", str(tmp_path), "--no-progress"]
+    assert main([*argv, "--folds-subset", "0,2", "--fractions", "0.1, 0.5"]) == 0
+    assert calls[0]["folds"] == [0, 2] and calls[0]["fractions"] == [0.1, 0.5]
+    assert main(argv) == 0 and calls[1]["folds"] is None
+    capsys.readouterr()
+    assert main([*argv, "--folds-subset", "0,a"]) == 2
+    assert "--folds-subset: expected ints separated by commas" in capsys.readouterr().err
+    assert main([*argv, "--fractions", "0.1,x"]) == 2
+    assert "--fractions: expected floats separated by commas" in capsys.readouterr().err
+    assert len(calls) == 2

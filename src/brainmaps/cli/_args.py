@@ -9,7 +9,8 @@ from typing import Any
 from brainmaps.exceptions import BrainmapsError, ConfigError
 from brainmaps.validation import parse_list
 
-__all__ = ["add_progress_flag", "argument_type", "parse_numbers"]
+__all__ = ["add_folds_subset_flag", "add_progress_flag", "argument_type", "folds_subset",
+           "parse_numbers"]  # fmt: skip
 
 
 def argument_type(func: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -46,6 +47,37 @@ def add_progress_flag(parser: argparse.ArgumentParser) -> None:
         "--no-progress", "--quiet", dest="no_progress", action="store_true",
         help="hide progress bars",
     )  # fmt: skip
+
+
+def add_folds_subset_flag(
+    parser: argparse.ArgumentParser, default: str = "all", *, when: str = ""
+) -> None:
+    """``--folds-subset 0,1``: the folds a command retrains; read it with :func:`folds_subset`.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+    default : str
+        The folds retrained without the flag, for the help.
+    when : str
+        What the flag needs, for the help, e.g. ``"with --data-randomisation"``.
+    """
+    parser.add_argument(
+        "--folds-subset",
+        help=f"{when + ': ' if when else ''}comma-separated folds to retrain, e.g. 0,1 "
+        f"(default: {default})",
+    )
+
+
+def folds_subset(args: argparse.Namespace) -> list[int] | None:
+    """The folds of ``--folds-subset`` (:func:`add_folds_subset_flag`); ``None``: not given.
+
+    Raises
+    ------
+    ConfigError
+        If an item is not a whole number.
+    """
+    return parse_numbers(args.folds_subset, "--folds-subset")
 
 
 def parse_numbers(text: str | None, flag: str, kind: type = int) -> list | None:

@@ -7,12 +7,16 @@ import argparse
 import pandas as pd
 
 from brainmaps.analysis.roar import FILLS
-from brainmaps.cli._args import add_progress_flag
+from brainmaps.cli._args import (
+    add_folds_subset_flag,
+    add_progress_flag,
+    folds_subset,
+    parse_numbers,
+)
 from brainmaps.cli.faithfulness import split_methods
 from brainmaps.exceptions import ConfigError
 from brainmaps.run.layout import RunLayout
 from brainmaps.steps.roar import DEFAULT_FRACTIONS, RANKINGS, SIGMA_MM, roar_run
-from brainmaps.validation import parse_list
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -41,9 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--fractions", default=default,
         help=f"shares of the brain voxels replaced, in (0, 1) ({default}); 0 is always added",
     )  # fmt: skip
-    p.add_argument(
-        "--folds-subset", help="comma-separated folds to retrain, e.g. 0,1 (default: all)"
-    )
+    add_folds_subset_flag(p)
     p.add_argument("--epochs", type=int, help="epochs of every retrained model (the run's)")
     p.add_argument("--mode", default="both", choices=("both", "roar", "kar"), help="(both)")
     p.add_argument(
@@ -75,18 +77,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def _numbers(text: str | None, flag: str, kind: type) -> list | None:
-    items = parse_list(text, flag, example="0.1,0.5" if kind is float else "0,1")
-    if items is None:
-        return None
-    try:
-        return [kind(v) for v in items]
-    except ValueError:
-        raise ConfigError(
-            f"{flag}: expected {kind.__name__}s separated by commas, got {text!r}."
-        ) from None
-
-
 def run(args: argparse.Namespace) -> int:
     """Execute ``brainmaps roar``."""
     if args.sigma_mm is not None and args.fill != "blur":
@@ -97,8 +87,8 @@ def run(args: argparse.Namespace) -> int:
     path = roar_run(
         args.run_dir,
         split_methods(args.methods),
-        fractions=_numbers(args.fractions, "--fractions", float),
-        folds=_numbers(args.folds_subset, "--folds-subset", int),
+        fractions=parse_numbers(args.fractions, "--fractions", float),
+        folds=folds_subset(args),
         epochs=args.epochs,
         mode=args.mode,
         fill=args.fill,

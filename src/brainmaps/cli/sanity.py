@@ -8,7 +8,7 @@ import argparse
 import pandas as pd
 
 from brainmaps.analysis.sanity import SPEARMAN_BOUND
-from brainmaps.cli._args import add_progress_flag, parse_numbers
+from brainmaps.cli._args import add_folds_subset_flag, add_progress_flag, folds_subset
 from brainmaps.cli.faithfulness import split_methods
 from brainmaps.run.layout import RunLayout
 from brainmaps.steps.sanity import DATA_FOLDS, SLOW_METHODS, SUBJECTS_PER_FOLD, sanity_run
@@ -49,11 +49,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--data-randomisation", action="store_true",
         help="also retrain fold models on permuted labels and compare their maps (trains)",
     )  # fmt: skip
-    p.add_argument(
-        "--folds-subset",
-        help="with --data-randomisation: comma-separated folds to retrain, e.g. 0,1 "
-        f"(default: {','.join(map(str, DATA_FOLDS))})",
-    )
+    add_folds_subset_flag(p, ",".join(map(str, DATA_FOLDS)), when="with --data-randomisation")
     p.add_argument(
         "--epochs", type=int,
         help="with --data-randomisation: epochs of each permuted-label model (the run's)",
@@ -72,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         random_state=args.seed,
         batch_size=args.batch_size,
         data_randomisation=args.data_randomisation,
-        folds=parse_numbers(args.folds_subset, "--folds-subset"),
+        folds=folds_subset(args),
         epochs=args.epochs,
         device=args.device,
         progress=not args.no_progress,

@@ -81,22 +81,24 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from tqdm.auto import tqdm
 
 from brainmaps.analysis import roar as R
 from brainmaps.analysis.faithfulness import random_attribution
 from brainmaps.analysis.maps import list_map_methods, run_brain_mask
 from brainmaps.exceptions import BrainmapsError, BrainmapsWarning, ConfigError
-from brainmaps.models import create_model
-from brainmaps.models.checkpoints import load_checkpoint
 from brainmaps.run.folder import RunFolder, open_run
 from brainmaps.run.lock import run_lock
 from brainmaps.run.stages import check_stage, read_stage
 from brainmaps.steps.base import Step, needs_maps, record_stage, register_step
 from brainmaps.steps.faithfulness import _load, _manifest
 from brainmaps.steps.masked_eval import _fold_class_means
-from brainmaps.training.retrain import retrain_and_score
+from brainmaps.training.retrain import (
+    check_folds,
+    fold_model_factory,
+    fold_training_options,
+    retrain_and_score,
+)
 from brainmaps.utils import stable_hash, write_tsv
 from brainmaps.validation import check_choice, check_float, check_int
 
@@ -185,15 +187,6 @@ def _fractions(fractions: Sequence[float]) -> list[float]:
     return values
 
 
-def _folds(run: RunFolder, folds: Sequence[int] | None) -> list[int]:
-    if folds is None:
-        return list(range(run.n_folds))
-    chosen = sorted({check_int("folds", f, min=0, max=run.n_folds - 1) for f in folds})
-    if not chosen:
-        raise ConfigError("folds is empty; give at least one fold, e.g. folds=[0].")
-    return chosen
-
-
 def _map_files(run: RunFolder, method: str, ranking: str) -> tuple[dict, str]:
     """``{row: file}`` of the method's maps and the hash of its ``maps.tsv``."""
     manifest = _manifest(run, method)
@@ -272,7 +265,8 @@ def _done(units: pd.DataFrame, setup: _Setup) -> set:
 
 
 class _Fold:
-    """Indices, fill and model factory of one fold (the fold checkpoint's model)."""
+    """Indices, fill, model factory and training options of one fold (as
+    :func:`~brainmaps.training.retrain.retrain_fold` trains it)."""
 
     def __init__(self, setup: _Setup, k: int) -> None:
         run = setup.run
@@ -282,12 +276,10 @@ class _Fold:
         fill = setup.options["fill"]
         self.mean = R.training_mean(setup.volumes, run.indices(k, "fit")) if (
             fill == "train_mean") else None  # fmt: skip
-        _, meta = load_checkpoint(run.fold_models()[k])
-        self.model_name, self.model_config = meta["model"], dict(meta["model_config"])
+        self.make_model = fold_model_factory(run, k)
+        self.training = fold_training_options(run, k, epochs=setup.epochs,
+                                              random_state=setup.seed)  # fmt: skip
         self.fold_means: dict[str, np.ndarray] = {}
-
-    def make_model(self) -> torch.nn.Module:
-        return create_model(self.model_name, **self.model_config)
 
 
 def _attribution(setup: _Setup, fold: _Fold, unit: _Unit, i: int) -> np.ndarray:
@@ -320,13 +312,9 @@ def _modified(setup: _Setup, fold: _Fold, unit: _Unit):
 
 
 def _train_unit(setup: _Setup, fold: _Fold, unit: _Unit) -> dict:
-    t = setup.run.config.training
     score = retrain_and_score(
         fold.make_model, _modified(setup, fold, unit), setup.run.labels, fold.train,
-        fold.val, fold.test, epochs=setup.epochs, lr=t.lr, batch_size=t.batch_size,
-        seed=t.seed + fold.k + setup.seed, amp=t.amp, device=setup.device,
-        num_workers=setup.run.config.execution.num_workers,
-        bn_recalibration=t.bn_recalibration, progress=setup.progress,
+        fold.val, fold.test, **fold.training, device=setup.device, progress=setup.progress,
         desc=f"roar {unit.method} {unit.mode} {unit.fraction:g} fold {fold.k}",
     )  # fmt: skip
     return {
@@ -454,7 +442,8 @@ def roar_run(
     if not run.task.is_classification:
         raise ConfigError("ROAR needs a classification run (accuracy); this one regresses.")
     given = methods
-    methods, fractions, folds = _methods(run, methods), _fractions(fractions), _folds(run, folds)
+    methods, fractions = _methods(run, methods), _fractions(fractions)
+    folds = check_folds(run, folds)
     modes = list(R.MODES) if mode == "both" else [check_choice("mode", mode, R.MODES)]
     options = {
         "epochs": check_int("epochs", run.config.training.epochs if epochs is None else epochs,

@@ -26,9 +26,10 @@ from brainmaps.models.predict import predict_volumes
 from brainmaps.run.folder import RunFolder
 from brainmaps.training.loop import train_model
 from brainmaps.training.run import TrainingDivergedError
+from brainmaps.validation import check_int
 
-__all__ = ["check_folds", "fold_model_factory", "retrain_and_score", "retrain_fold",
-           "retrain_model"]  # fmt: skip
+__all__ = ["check_folds", "fold_model_factory", "fold_training_options", "retrain_and_score",
+           "retrain_fold", "retrain_model"]  # fmt: skip
 
 
 def retrain_and_score(*args, **kwargs) -> dict:
@@ -110,6 +111,9 @@ def retrain_model(
 def check_folds(run: RunFolder, folds: Sequence[int] | None, *, name: str = "folds") -> list[int]:
     """The sorted, unique folds to retrain (default: every fold of the run).
 
+    A fold is an ``int``, a NumPy integer or a float with an integral value (as in
+    :func:`~brainmaps.validation.check_int`); booleans are not folds.
+
     Raises
     ------
     ConfigError
@@ -119,16 +123,13 @@ def check_folds(run: RunFolder, folds: Sequence[int] | None, *, name: str = "fol
         return list(range(run.n_folds))
     chosen = []
     for f in folds:
-        if (
-            isinstance(f, bool)
-            or not isinstance(f, int | np.integer)
-            or not (0 <= int(f) < run.n_folds)
-        ):
+        try:  # an int, a NumPy integer or an integral float, as check_int reads them
+            chosen.append(check_int(name, f, min=0, max=run.n_folds - 1))
+        except ConfigError:
             raise ConfigError(
                 f"{name}: fold {f!r} is not a fold of {run.path}, which has folds "
                 f"0..{run.n_folds - 1}; give some of them, e.g. {name}=[0]."
-            )
-        chosen.append(int(f))
+            ) from None
     if not chosen:
         raise ConfigError(f"{name} is empty; give at least one fold, e.g. {name}=[0].")
     return sorted(set(chosen))
@@ -145,6 +146,32 @@ def fold_model_factory(run: RunFolder, fold: int) -> Callable[[], torch.nn.Modul
     return lambda: create_model(name, **config)
 
 
+def fold_training_options(
+    run: RunFolder, fold: int, *, epochs: int | None = None, random_state: int = 0
+) -> dict:
+    """The training options with which :func:`retrain_fold` trains fold ``fold`` again.
+
+    Keywords of :func:`retrain_model`: the run's learning rate, batch size, mixed
+    precision, BatchNorm recalibration and workers, its epochs unless ``epochs`` is given,
+    and the seed ``seed + fold + random_state`` (the fold model's with ``random_state=0``).
+    :mod:`brainmaps.steps.roar` passes them to :func:`retrain_and_score` with its modified
+    volumes.
+
+    Returns
+    -------
+    dict
+        ``epochs``, ``lr``, ``batch_size``, ``seed``, ``amp``, ``num_workers`` and
+        ``bn_recalibration``.
+    """
+    t = run.config.training
+    return {
+        "epochs": t.epochs if epochs is None else epochs, "lr": t.lr,
+        "batch_size": t.batch_size, "seed": t.seed + fold + random_state, "amp": t.amp,
+        "num_workers": run.config.execution.num_workers,
+        "bn_recalibration": t.bn_recalibration,
+    }  # fmt: skip
+
+
 def retrain_fold(
     run: RunFolder,
     fold: int,
@@ -159,11 +186,12 @@ def retrain_fold(
 ) -> tuple[torch.nn.Module, dict]:
     """Train fold ``fold``'s model again from scratch with the run's configuration.
 
-    The fold's training and validation volumes, its checkpoint's model, and the run's
-    learning rate, batch size, mixed precision, BatchNorm recalibration and workers; the
-    seed of the weights and batch order is the run's ``seed + fold + random_state``, so
-    with ``random_state=0``, the run's epochs and unchanged inputs it is the fold model
-    again. Scored on the fold's test volumes.
+    The fold's training and validation volumes, its checkpoint's model
+    (:func:`fold_model_factory`) and :func:`fold_training_options`: the run's learning
+    rate, batch size, mixed precision, BatchNorm recalibration and workers; the seed of the
+    weights and batch order is the run's ``seed + fold + random_state``, so with
+    ``random_state=0``, the run's epochs and unchanged inputs it is the fold model again.
+    Scored on the fold's test volumes.
 
     Parameters
     ----------
@@ -187,13 +215,10 @@ def retrain_fold(
     scores : dict
         As in :func:`retrain_model`, with ``n_train``, ``n_val`` and ``n_test``.
     """
-    t = run.config.training
     train, val, test = (run.indices(fold, role) for role in ("train", "val", "test"))
     model, scores = retrain_model(
         fold_model_factory(run, fold), volumes, labels, train, val, test,
-        epochs=t.epochs if epochs is None else epochs, lr=t.lr, batch_size=t.batch_size,
-        seed=t.seed + fold + random_state, amp=t.amp, device=device,
-        num_workers=run.config.execution.num_workers, bn_recalibration=t.bn_recalibration,
-        progress=progress, desc=desc,
+        **fold_training_options(run, fold, epochs=epochs, random_state=random_state),
+        device=device, progress=progress, desc=desc,
     )  # fmt: skip
     return model, {**scores, "n_train": len(train), "n_val": len(val), "n_test": len(test)}
