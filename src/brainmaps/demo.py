@@ -25,6 +25,7 @@ __all__ = ["DemoSettings", "run_demo"]
 
 DEMO_METHODS = (
     "grad_cam",
+    "hires_cam",
     "guided_backprop",
     "gradient",
     "smoothgrad",

@@ -83,10 +83,12 @@ def test_hires_cam_at_the_last_pool_of_xin2019_is_head_weight_times_activation(r
 
 
 @pytest.mark.parametrize("relu", [True, False])
-@pytest.mark.parametrize("layer", [None, "features.block2.relu"])
+@pytest.mark.parametrize("layer", [None, "features.block3.relu"])
 def test_hires_cam_equals_the_hand_computed_sum_of_gradient_times_activation(layer, relu):
+    """``None``: the default ``"auto"``, here ``features.block2.relu`` (16x16x12; block 2's
+    pooling keeps 8x8x6 < 8 on one axis)."""
     model, x = _random_xin2019(seed=2), _inputs(seed=3)
-    name = layer or model.target_layer
+    name = layer or "features.block2.relu"
     acts, grads, _ = _acts_and_grads(model, name, x, target=0)
     raw = (grads * acts).sum(dim=1)
     expected = _upsampled(model, name, x, raw.clamp(min=0) if relu else raw)
@@ -117,8 +119,9 @@ def test_hires_cam_equals_grad_cam_through_global_average_pooling(seed):
     torch.manual_seed(seed)
     model = create_model("gap_cnn", input_shape=[22, 22, 22], channels=[2, 4, 4]).eval()
     x = _inputs((22, 22, 22), seed=seed)
-    for relu in (True, False):
-        hires = create_method("hires_cam", model, relu=relu).attribute(x, target=1)
+    for relu in (True, False):  # at Grad-CAM's layer (HiResCAM's default is "auto")
+        hires = create_method("hires_cam", model, layer=model.target_layer, relu=relu)
+        hires = hires.attribute(x, target=1)
         grad_cam = create_method("grad_cam", model, relu=relu).attribute(x, target=1)
         torch.testing.assert_close(hires, grad_cam, rtol=1e-5, atol=1e-6)
     assert hires.abs().max() > 0
@@ -130,7 +133,8 @@ def test_hires_cam_differs_from_grad_cam_with_a_dense_head(seed):
     Grad-CAM is not the gradient. Measured (no ReLU, seeds 0-5): relative L2 difference
     0.97-1.01."""
     model, x = _random_xin2019(seed), _inputs(seed=seed + 100)
-    hires = create_method("hires_cam", model, relu=False).attribute(x, target=1)
+    hires = create_method("hires_cam", model, layer=model.target_layer, relu=False)
+    hires = hires.attribute(x, target=1)
     grad_cam = create_method("grad_cam", model, relu=False).attribute(x, target=1)
     assert (hires - grad_cam).norm() > 0.5 * hires.norm()
 
@@ -187,7 +191,9 @@ def test_layer_cam_drops_the_negative_gradients_that_hires_cam_keeps():
     for class 1 HiResCAM is ``ReLU(f - f/2) = f/2`` and LayerCAM ``f`` (twice HiResCAM);
     for class 0 the signs flip, HiResCAM is ``ReLU(-f/2) = 0`` and LayerCAM ``f/2``."""
     model, x = _bright_detector(SHAPE, gains=(1.0, 0.5), signs=(1.0, -1.0)), _bright_inputs()
-    hires, layer_cam = get_method("hires_cam")(model), get_method("layer_cam")(model)
+    last = model.target_layer  # where the two signed channels are
+    hires = get_method("hires_cam")(model, layer=last)
+    layer_cam = get_method("layer_cam")(model, layer=last)
     h1, l1 = hires.attribute(x, target=1), layer_cam.attribute(x, target=1)
     assert h1.max() > 1
     torch.testing.assert_close(l1, 2 * h1)
