@@ -166,3 +166,66 @@ def test_snapshot_tells_a_pure_chain(edit):
     assert relu.follows == (edit != "functional")
     assert relu.unchanged == (edit == "none")
     assert traced.pure == (edit == "none") and traced.returns_last
+
+
+class _Shared(nn.Module):
+    """Two conv blocks that share one ReLU and one pooling module (``shared=False``: a
+    module of each per block, so the same network written without sharing)."""
+
+    def __init__(self, shared: bool = True, head_act: bool = False):
+        super().__init__()
+        self.conv1 = nn.Conv3d(1, 3, 3, padding=1)
+        self.conv2 = nn.Conv3d(3, 3, 3, padding=1)
+        self.act1, self.pool1 = nn.ReLU(), nn.MaxPool3d(2)
+        self.act2, self.pool2 = (self.act1, self.pool1) if shared else (nn.ReLU(), nn.MaxPool3d(2))
+        self.fc = nn.Linear(3 * 4**3, 2)
+        self.head_act = head_act
+
+    def forward(self, x):
+        x = self.pool1(self.act1(self.conv1(x)))
+        x = self.pool2(self.act2(self.conv2(x)))
+        out = self.fc(x.flatten(1))
+        return self.act2(out) if self.head_act else out
+
+
+def test_a_module_called_twice_has_the_geometry_of_its_last_call():
+    """Oracle: the same network with one module per call."""
+    x = torch.rand(1, 1, 16, 16, 16)
+    shared, separate = _Shared(), _Shared(shared=False)
+    assert layer_receptive_field(shared, shared.act1, x) == layer_receptive_field(
+        separate, separate.act2, x
+    )
+    assert layer_receptive_field(shared, shared.pool1, x) == layer_receptive_field(
+        separate, separate.pool2, x
+    )
+    # the first call's geometry is not the last one's: the test tells them apart
+    assert layer_receptive_field(separate, separate.act1, x) != layer_receptive_field(
+        separate, separate.act2, x
+    )
+
+
+def test_feature_layers_list_a_shared_module_at_its_last_call_and_not_a_flat_one():
+    from brainmaps.models.tracing import feature_layers
+
+    x = torch.rand(1, 1, 16, 16, 16)
+    assert feature_layers(_Shared(), x) == [("act1", (8, 8, 8)), ("pool1", (4, 4, 4))]
+    # act2 (= act1) also acts on the flat output of the head: no spatial map to explain
+    assert feature_layers(_Shared(head_act=True), x) == [("pool1", (4, 4, 4))]
+
+
+@pytest.mark.parametrize("method", ["grad_cam", "hires_cam", "layer_cam"])
+def test_a_cam_at_a_shared_module_is_the_cam_at_its_last_call(method):
+    """Oracle: the same weights with one module per call; the map is placed with the
+    geometry of the call whose activations it is made of (the last one)."""
+    from brainmaps.attribution import create_method
+
+    torch.manual_seed(0)
+    shared = _Shared().eval()
+    separate = _Shared(shared=False).eval()
+    separate.load_state_dict(shared.state_dict())
+    x = torch.randn(2, 1, 16, 16, 16)
+    for a, b in (("act1", "act2"), ("pool1", "pool2")):
+        got = create_method(method, shared, layer=a).attribute(x, target=1)
+        expected = create_method(method, separate, layer=b).attribute(x, target=1)
+        torch.testing.assert_close(got, expected)
+    assert create_method(method, shared, layer="auto").resolved_layer(x) == "act1"

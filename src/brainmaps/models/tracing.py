@@ -249,15 +249,21 @@ def feature_layers(model: nn.Module, x: torch.Tensor) -> list[tuple[str, tuple[i
     list of (str, tuple of int)
         In forward order, every activation or pooling leaf module whose output keeps the
         input's spatial axes, with the shape of its feature grid. A module called twice
-        is listed once, at its last call.
+        is listed once, at its last call (the output a forward hook keeps, and whose
+        geometry :func:`layer_receptive_field` gives); one whose output is flat at any
+        call (an activation shared with a dense head) is not listed.
     """
-    calls = trace(model, x[:1]).calls
     found: dict[str, tuple[int, ...]] = {}
-    for call in calls:
-        if isinstance(call.module, ACTIVATIONS + POOLINGS) and len(call.out_shape) == x.dim():
-            found.pop(call.name, None)
-            found[call.name] = tuple(call.out_shape[2:])
-    return list(found.items())
+    flat: set[str] = set()
+    for call in trace(model, x[:1]).calls:
+        if not isinstance(call.module, ACTIVATIONS + POOLINGS):
+            continue
+        if len(call.out_shape) != x.dim():
+            flat.add(call.name)
+            continue
+        found.pop(call.name, None)
+        found[call.name] = tuple(call.out_shape[2:])
+    return [(name, grid) for name, grid in found.items() if name not in flat]
 
 
 def _ntuple(value: Any, n: int) -> tuple[int, ...]:
@@ -363,8 +369,11 @@ def receptive_field(modules: Iterable[nn.Module], ndim: int) -> ReceptiveField:
 def layer_receptive_field(model: nn.Module, layer: nn.Module, x: torch.Tensor) -> ReceptiveField:
     """The geometry of the output of ``layer``, a sub-module of ``model``, on the input grid.
 
-    ``model(x[:1])`` is traced until ``layer`` returns and every leaf called by then
-    (``layer`` itself, or its children, included) is composed in call order.
+    ``model(x[:1])`` is traced and every leaf called up to the last call of ``layer``
+    (``layer`` itself, or its children, included) is composed in call order. For a
+    module called more than once (one activation shared by several blocks) that is the
+    geometry of its last call's output, the one a forward hook that stores each output
+    keeps (:func:`brainmaps.attribution.grad_cam.layer_activations`).
 
     Parameters
     ----------
@@ -379,5 +388,7 @@ def layer_receptive_field(model: nn.Module, layer: nn.Module, x: torch.Tensor) -
     ReceptiveField
         ``offset + stride * i`` is the input coordinate of feature voxel ``i``, per axis.
     """
-    calls = trace(model, x[:1], until=layer).calls
-    return receptive_field([c.module for c in calls], x.dim() - 2)
+    calls = trace(model, x[:1]).calls
+    inside = {id(m) for m in layer.modules()}
+    last = max((i for i, c in enumerate(calls) if id(c.module) in inside), default=len(calls) - 1)
+    return receptive_field([c.module for c in calls[: last + 1]], x.dim() - 2)
