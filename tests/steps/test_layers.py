@@ -117,3 +117,32 @@ def test_cli_layers_prints_the_pooled_rows(tiny_run, tmp_path, capsys):
     assert "features.block2.relu" in text and "layers.tsv" in text
     table = pd.read_csv(run_dir / "analysis" / "layers.tsv", sep="\t")
     assert np.isnan(table["deletion"]).all()
+
+
+def test_the_sweep_refuses_cam_whose_map_exists_at_one_layer_only(tiny_run):
+    with pytest.raises(ConfigError, match=r"\['cam'\] weigh the channels by the classifier"):
+        layer_sweep(tiny_run, ["cam", "grad_cam"], progress=False)
+
+
+@pytest.fixture(scope="module")
+def two_channel_run(tiny_cohort, tmp_path_factory):
+    from brainmaps.training.run import train_run
+    from two_channels import two_channel_config, write_two_channel_table
+
+    base = tmp_path_factory.mktemp("layers_two_channels")
+    table = write_two_channel_table(tiny_cohort, base / "cohort", n_subjects=12)
+    train_run(two_channel_config(table, base / "run", base / "cache"), progress=False)
+    return base / "run"
+
+
+def test_a_two_channel_run_is_swept_without_deletion_curves_unless_asked(two_channel_run):
+    """Deletion curves take one channel (as brainmaps faithfulness): by default a
+    multi-channel run is swept without them; asking for them names the flag."""
+    out = layer_sweep(
+        two_channel_run, ["hires_cam"], layers=["features.block2.relu"], progress=False
+    )
+    table = pd.read_csv(out, sep="\t", dtype={"fold": str})
+    assert table["n_faithfulness"].eq(0).all() and table["deletion"].isna().all()
+    assert table.loc[table["fold"] == "all", "n_subjects"].item() == 12
+    with pytest.raises(ConfigError, match=r"--faithfulness-subjects\) is 1, but run .* 2 input"):
+        layer_sweep(two_channel_run, ["hires_cam"], faithfulness_subjects=1, progress=False)

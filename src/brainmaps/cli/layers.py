@@ -39,8 +39,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="explain this many test subjects per fold, classes in turn (default: all)",
     )  # fmt: skip
     p.add_argument(
-        "--faithfulness-subjects", type=int, default=2,
-        help="subjects per fold with deletion/insertion curves (2; 0: none)",
+        "--faithfulness-subjects", type=int,
+        help="subjects per fold with deletion/insertion curves (2, 0 on multi-channel runs; "
+        "0: none)",
     )  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="seed of the random ranking (0)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (auto)")

@@ -35,8 +35,9 @@ from brainmaps.analysis.faithfulness import MODES, curve_auc, deletion_curve, fi
 from brainmaps.analysis.faithfulness import random_attribution as random_map
 from brainmaps.analysis.localisation import localisation_scores
 from brainmaps.analysis.maps import ground_truth_mask, on_grid_of, run_brain_mask
-from brainmaps.attribution.base import create_method, method_options
-from brainmaps.attribution.cohort import _batch, _sample, resolve_targets
+from brainmaps.attribution.base import create_method, get_method, method_options
+from brainmaps.attribution.cohort import _batch, _sample, explained_units, resolve_targets
+from brainmaps.attribution.grad_cam import GradientCAM
 from brainmaps.exceptions import ConfigError
 from brainmaps.models.checkpoints import model_from_checkpoint
 from brainmaps.models.device import resolve_device
@@ -45,6 +46,7 @@ from brainmaps.models.tracing import feature_layers
 from brainmaps.run.folder import RunFolder, open_run
 from brainmaps.steps.base import record_stage
 from brainmaps.utils import write_tsv
+from brainmaps.validation import check_int
 
 __all__ = ["DEFAULT_METHODS", "layer_sweep"]
 
@@ -68,13 +70,48 @@ def _check_methods(methods: Sequence[str]) -> list[str]:
             f"methods: {bad} take no layer option, so there is nothing to sweep; choose "
             f"CAM-type methods such as {', '.join(DEFAULT_METHODS)}."
         )
+    # CAM weighs the layer's channels by the classifier's weights: only the layer that
+    # feeds the classifier has a map, so there is no sweep to make
+    fixed = [m for m in methods if not issubclass(get_method(m), GradientCAM)]
+    if fixed:
+        raise ConfigError(
+            f"methods: {fixed} weigh the channels by the classifier's weights, so only the "
+            "layer feeding the classifier can be explained; sweep gradient-weighted methods "
+            f"such as {', '.join(DEFAULT_METHODS)}."
+        )
     return methods
 
 
-def _check_count(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ConfigError(f"{name}: expected an integer >= {minimum}, got {value!r}.")
-    return int(value)
+def _faithfulness_count(run: RunFolder, volumes, value: int | None) -> int:
+    """Subjects per fold with deletion / insertion curves: ``value``, or by default 2 on a
+    one-channel run and 0 on a multi-channel one (the curves need one channel)."""
+    channels = np.shape(volumes[0])[0] if len(volumes) and np.ndim(volumes[0]) == 4 else 1
+    if value is None:
+        return 2 if channels == 1 else 0
+    value = check_int("faithfulness_subjects", value, min=0)
+    if value and channels > 1:
+        raise ConfigError(
+            f"faithfulness_subjects (--faithfulness-subjects) is {value}, but run {run.path} "
+            f"has {channels} input channels; deletion and insertion curves are implemented "
+            "for one-channel runs only. Give 0 (the default on such runs)."
+        )
+    return value
+
+
+def _explained(run: RunFolder, model, x: torch.Tensor, targets, batch_size: int):
+    """The class index each subject's map explains (``None`` for regression)."""
+    if not run.task.is_classification:
+        return None
+    units = [
+        explained_units(run, model, x[s : s + batch_size], _part(targets, s, batch_size))
+        for s in range(0, len(x), batch_size)
+    ]
+    return torch.cat(units).cpu().numpy()
+
+
+def _part(targets, start: int, size: int):
+    """The targets of rows ``start`` to ``start + size`` (a tensor is sliced)."""
+    return targets[start : start + size] if isinstance(targets, torch.Tensor) else targets
 
 
 def _conjoined(run: RunFolder, maps: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -92,7 +129,7 @@ def _faithfulness(predict, volumes, rows, maps, targets, fill_opts, seed) -> dic
     sigma = fill_opts.pop("sigma")
     for j, i in enumerate(rows):
         x = np.asarray(volumes[int(i)], dtype=np.float32)
-        x = x[0] if x.ndim == 4 else x
+        x = x[0] if x.ndim == 4 else x  # one channel (_faithfulness_count)
         opts = dict(fill_opts, fill=fill_volume(x, "blur", sigma=sigma, mask=fill_opts["mask"]))
         opts["random_state"] = [seed, int(i)]
         target = None if targets is None else int(targets[j])
@@ -112,7 +149,7 @@ def layer_sweep(
     layers: Sequence[str] | None = None,
     target: str | int = "predicted",
     subjects_per_fold: int | None = None,
-    faithfulness_subjects: int = 2,
+    faithfulness_subjects: int | None = None,
     sigma_mm: float = 8.0,
     seed: int = 0,
     device: str = "auto",
@@ -133,8 +170,10 @@ def layer_sweep(
         The class explained, as in ``brainmaps explain``.
     subjects_per_fold : int, optional
         Explain a class-balanced sample of each fold's test subjects (default: all).
-    faithfulness_subjects : int
+    faithfulness_subjects : int, optional
         Subjects per fold whose deletion and insertion curves are measured (0: none).
+        Default 2 on a one-channel run, 0 on a multi-channel one (the curves are
+        implemented for one channel, as in ``brainmaps faithfulness``).
     sigma_mm : float
         Blur of the faithfulness fill in millimetres.
     seed : int
@@ -158,9 +197,9 @@ def layer_sweep(
     """
     run = open_run(run_dir)
     methods = _check_methods(methods)
-    faithfulness_subjects = _check_count("faithfulness_subjects", faithfulness_subjects, 0)
     if subjects_per_fold is not None:
-        subjects_per_fold = _check_count("subjects_per_fold", subjects_per_fold, 1)
+        subjects_per_fold = check_int("subjects_per_fold", subjects_per_fold, min=1)
+    batch_size = check_int("batch_size", batch_size, min=1)
     truth = ground_truth_mask(run)
     brain_img = run_brain_mask(run)
     brain = np.asarray(brain_img.dataobj) > 0
@@ -170,6 +209,7 @@ def layer_sweep(
         )
     dev = resolve_device(device)
     volumes = run.volumes(progress=progress)
+    faithfulness_subjects = _faithfulness_count(run, volumes, faithfulness_subjects)
     sigma = [sigma_mm / v for v in run.grid.voxel_size]
     fill_opts = {"fractions": np.linspace(0, 1, 21), "mask": brain, "batch_size": 32}
     rows_out: list[dict] = []
@@ -193,13 +233,10 @@ def layer_sweep(
                 f"model; choose from {', '.join(grids)}."
             )
         targets = resolve_targets(run, target, rows)
-        predict = predictor(model, device=dev, task=run.task, batch_size=32)
-        with torch.no_grad():
-            explained = model(x).argmax(1).cpu().numpy() if run.task.is_classification else None
         if isinstance(targets, torch.Tensor):
-            explained, targets = targets.numpy(), targets.to(dev)
-        elif isinstance(targets, int):
-            explained = np.full(len(rows), targets)
+            targets = targets.to(dev)
+        predict = predictor(model, device=dev, task=run.task, batch_size=32)
+        explained = _explained(run, model, x, targets, batch_size)
         faith_rows = _sample(run, rows, faithfulness_subjects, k) if faithfulness_subjects else []
         faith_idx = np.searchsorted(rows, faith_rows)
         pooled_rows.append(rows)
@@ -210,10 +247,7 @@ def layer_sweep(
                 maps = np.concatenate(
                     [
                         explainer.attribute(
-                            x[s : s + batch_size],
-                            target=targets[s : s + batch_size]
-                            if isinstance(targets, torch.Tensor)
-                            else targets,
+                            x[s : s + batch_size], target=_part(targets, s, batch_size)
                         )
                         .float()
                         .cpu()
