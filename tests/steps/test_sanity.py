@@ -431,3 +431,12 @@ def test_a_stage_record_with_refused_options_names_the_file_and_the_mm_option(ti
     with pytest.raises(ConfigError, match="sigma_mask is now sigma_mask_mm") as err:
         sanity_run(run_dir, ["meaningful_perturbation"], progress=False)
     assert str(record) in str(err.value) and "Explain the run again." in str(err.value)
+
+
+def test_cli_names_the_flags_that_need_data_randomisation(tiny_run, capsys):
+    code = main(["sanity", str(tiny_run), "--methods", "gradient", "--folds-subset", "1",
+                 "--epochs", "2", "--no-progress"])  # fmt: skip
+    assert code != 0
+    err = capsys.readouterr().err
+    assert "--folds-subset and --epochs choose the models" in err
+    assert "add --data-randomisation" in err

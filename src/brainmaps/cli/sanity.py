@@ -10,6 +10,7 @@ import pandas as pd
 from brainmaps.analysis.sanity import SPEARMAN_BOUND
 from brainmaps.cli._args import add_folds_subset_flag, add_progress_flag, folds_subset
 from brainmaps.cli.faithfulness import split_methods
+from brainmaps.exceptions import ConfigError
 from brainmaps.run.layout import RunLayout
 from brainmaps.steps.sanity import DATA_FOLDS, SLOW_METHODS, SUBJECTS_PER_FOLD, sanity_run
 
@@ -61,6 +62,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``brainmaps sanity``."""
+    given = [f for f, v in (("--folds-subset", args.folds_subset), ("--epochs", args.epochs))
+             if v is not None]  # fmt: skip
+    if given and not args.data_randomisation:
+        raise ConfigError(
+            f"{' and '.join(given)} choose the models trained on permuted labels; add "
+            "--data-randomisation, or drop them."
+        )
     out = sanity_run(
         args.run_dir,
         split_methods(args.methods),

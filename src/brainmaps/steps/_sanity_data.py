@@ -94,7 +94,8 @@ def data_options(run: RunFolder, data_randomisation, folds, epochs) -> dict | No
     if not run.task.is_classification:
         raise ConfigError(
             "data randomisation trains a classifier on permuted labels; this run "
-            "regresses. Run the cascading check alone (without data_randomisation)."
+            "regresses. Run the cascading check alone (without data_randomisation, "
+            "--data-randomisation)."
         )
     folds = check_folds(run, DATA_FOLDS if folds is None else folds, name="folds")
     epochs = run.config.training.epochs if epochs is None else epochs
