@@ -180,9 +180,10 @@ class GradCAM(GradientCAM):
     ----------
     model : torch.nn.Module
     layer : str, optional
-        Name of the module whose output is used (``model.named_modules()``). Default:
-        the model's ``target_layer`` (the last block's activation for the brainmaps
-        networks), else the last ``Conv3d``.
+        Name of the module whose output is used (``model.named_modules()``), or
+        ``"auto"`` (:func:`auto_layer`). Default: the model's ``target_layer`` (the last
+        block's activation for the brainmaps networks), else the last ``Conv3d``. A
+        module called more than once is explained at its last call.
     relu : bool
         Apply the final ReLU (default, as in the paper); False keeps negative evidence.
 
