@@ -153,5 +153,26 @@ def test_explain_records_options_and_refuses_a_change(short_run, tmp_path, capsy
     assert (manifest["explained"] == manifest["label"]).all()
 
 
+def test_hires_cam_maps_made_before_the_auto_default_are_not_mixed_with_new_ones(
+    short_run, tmp_path, capsys
+):
+    """Maps recorded without a layer were taken at the last block; the default is now
+    ``"auto"``, so resuming them would mix two layers in one folder."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(short_run.out, run_dir)
+    base = ["explain", str(run_dir), "--methods", "hires_cam,grad_cam", "--quiet"]
+    assert main(base) == 0
+    layout = RunLayout(run_dir)
+    record = yaml.safe_load(layout.stage_record("explain-hires_cam").read_text())
+    assert record["options"]["options"] == {"layer": "auto"}
+    grad_cam = yaml.safe_load(layout.stage_record("explain-grad_cam").read_text())
+    assert grad_cam["options"]["options"] == {}  # Grad-CAM's default did not change
+    record["options"]["options"] = {}  # as an older brainmaps wrote it
+    layout.stage_record("explain-hires_cam").write_text(yaml.safe_dump(record))
+    assert main(base) == 2
+    err = capsys.readouterr().err
+    assert "layer" in err and "auto" in err and "--overwrite" in err
+
+
 def test_stage_option_error_is_a_config_error():
     assert issubclass(StageOptionsError, Exception)

@@ -25,6 +25,10 @@ __all__ = ["HiResCAM", "LayerCAM"]
 class _FineCAM(GradientCAM):
     """The variants' shared default: ``layer="auto"``."""
 
+    #: Recorded with the maps when no layer is given (maps made before the default became
+    #: ``"auto"`` were taken at the last block: ``brainmaps explain`` refuses to mix them).
+    recorded_layer = "auto"
+
     def default_layer(self, model: nn.Module) -> str:
         """``"auto"``: the layer is chosen per input size (:func:`auto_layer`)."""
         return "auto"

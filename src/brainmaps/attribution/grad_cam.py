@@ -120,6 +120,10 @@ class GradientCAM(AttributionMethod):
         Apply the final ReLU.
     """
 
+    #: The ``layer`` recorded with a run's maps when none is given (None: the model's own
+    #: ``target_layer``, nothing to record).
+    recorded_layer: str | None = None
+
     def __init__(self, model: nn.Module, *, layer: str | None = None, relu: bool = True) -> None:
         super().__init__(model)
         self.layer_name = layer if layer is not None else self.default_layer(model)

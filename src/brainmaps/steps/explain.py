@@ -32,10 +32,12 @@ def explain_options(
     Execution settings (device, batch size, progress) are left out: they do not change
     the maps.
     """
-    get_method(method)
     opts = dict((options or {}).get(method, {}))
     if layer is not None and "layer" in method_options(method):
         opts.setdefault("layer", layer)
+    default_layer = getattr(get_method(method), "recorded_layer", None)
+    if default_layer is not None:  # a default that is not the model's own layer
+        opts.setdefault("layer", default_layer)
     return {
         "method": method,
         "target": target,
