@@ -102,8 +102,9 @@ def _explained(run: RunFolder, model, x: torch.Tensor, targets, batch_size: int)
     """The class index each subject's map explains (``None`` for regression)."""
     if not run.task.is_classification:
         return None
+    dev = next(model.parameters()).device
     units = [
-        explained_units(run, model, x[s : s + batch_size], _part(targets, s, batch_size))
+        explained_units(run, model, x[s : s + batch_size].to(dev), _part(targets, s, batch_size))
         for s in range(0, len(x), batch_size)
     ]
     return torch.cat(units).cpu().numpy()
@@ -112,6 +113,21 @@ def _explained(run: RunFolder, model, x: torch.Tensor, targets, batch_size: int)
 def _part(targets, start: int, size: int):
     """The targets of rows ``start`` to ``start + size`` (a tensor is sliced)."""
     return targets[start : start + size] if isinstance(targets, torch.Tensor) else targets
+
+
+def _accumulate(run: RunFolder, sums: dict, maps: np.ndarray, rows: np.ndarray) -> None:
+    """Add ``maps`` to running per-class ``[sum, count]`` (one key ``all`` for regression)."""
+    labels = run.labels[rows] if run.task.is_classification else np.zeros(len(rows), int)
+    for c in np.unique(labels):
+        part = maps[labels == c]
+        total = sums.setdefault(c, [np.zeros(maps.shape[1:]), 0])
+        total[0] += part.sum(axis=0)
+        total[1] += len(part)
+
+
+def _conjoined_of_sums(sums: dict) -> np.ndarray:
+    """Sum over classes of the class means held in :func:`_accumulate`'s ``sums``."""
+    return sum(total / count for total, count in sums.values())
 
 
 def _conjoined(run: RunFolder, maps: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -213,16 +229,15 @@ def layer_sweep(
     sigma = [sigma_mm / v for v in run.grid.voxel_size]
     fill_opts = {"fractions": np.linspace(0, 1, 21), "mask": brain, "batch_size": 32}
     rows_out: list[dict] = []
-    pooled: dict[tuple[str, str], list[np.ndarray]] = {}
-    pooled_rows: list[np.ndarray] = []
+    pooled: dict[tuple[str, str], dict] = {}  # running class sums over the folds
     checkpoints = run.fold_models()
     bar = tqdm(total=run.n_folds, desc="layers", disable=not progress)
     for k in range(run.n_folds):
         model, _ = model_from_checkpoint(checkpoints[k])
         model.to(dev).eval()
         rows = _sample(run, run.indices(k, "test"), subjects_per_fold, k)
-        x = _batch(volumes, rows).to(dev)
-        found = feature_layers(model, x)
+        x = _batch(volumes, rows)  # on the CPU; one batch at a time goes to the device
+        found = feature_layers(model, x[:1].to(dev))
         grids = dict(found)
         depth = {name: d for d, (name, _) in enumerate(found)}
         chosen = list(layers) if layers else [name for name, _ in found]
@@ -239,7 +254,6 @@ def layer_sweep(
         explained = _explained(run, model, x, targets, batch_size)
         faith_rows = _sample(run, rows, faithfulness_subjects, k) if faithfulness_subjects else []
         faith_idx = np.searchsorted(rows, faith_rows)
-        pooled_rows.append(rows)
         for method in methods:
             for name in chosen:
                 explainer = create_method(method, model, layer=name)
@@ -247,7 +261,7 @@ def layer_sweep(
                 maps = np.concatenate(
                     [
                         explainer.attribute(
-                            x[s : s + batch_size], target=_part(targets, s, batch_size)
+                            x[s : s + batch_size].to(dev), target=_part(targets, s, batch_size)
                         )
                         .float()
                         .cpu()
@@ -257,7 +271,7 @@ def layer_sweep(
                 )
                 seconds = (time.perf_counter() - start) / len(rows)
                 mean = _conjoined(run, maps, rows)
-                pooled.setdefault((method, name), []).append(maps)
+                _accumulate(run, pooled.setdefault((method, name), {}), maps, rows)
                 row = {
                     "method": method, "layer": name, "depth": depth[name],
                     "feature_grid": "x".join(map(str, grids[name])),
@@ -275,7 +289,7 @@ def layer_sweep(
         bar.update(1)
     bar.close()
     table = pd.DataFrame(rows_out).reindex(columns=COLUMNS)
-    table = pd.concat([table, _pooled(run, table, pooled, pooled_rows, truth, brain_img)])
+    table = pd.concat([table, _pooled(run, table, pooled, truth, brain_img)])
     out = run.layout.analysis("layers")
     write_tsv(table.reindex(columns=COLUMNS), out)
     record_stage(
@@ -293,13 +307,12 @@ def _scores(run: RunFolder, mean: np.ndarray, truth, brain_img) -> dict:
     return {"roc_auc": s["roc_auc"], "relevance_mass": s["relevance_mass"]}
 
 
-def _pooled(run, table: pd.DataFrame, pooled: dict, rows: list, truth, brain_img) -> pd.DataFrame:
+def _pooled(run, table: pd.DataFrame, pooled: dict, truth, brain_img) -> pd.DataFrame:
     """One ``fold == "all"`` row per method and layer."""
-    all_rows = np.concatenate(rows)
     out = []
-    for (method, name), parts in pooled.items():
+    for (method, name), sums in pooled.items():
         part = table[(table["method"] == method) & (table["layer"] == name)]
-        mean = _conjoined(run, np.concatenate(parts), all_rows)
+        mean = _conjoined_of_sums(sums)
         row = part.iloc[0][["method", "layer", "depth", "feature_grid", "min_axis"]].to_dict()
         faith = ["deletion", "deletion_random", "insertion", "insertion_random"]
         n = part["n_faithfulness"].to_numpy()
