@@ -15,6 +15,7 @@ from torch import nn
 from brainmaps.attribution._filters import apply_separable, gaussian_blur3d
 from brainmaps.attribution.base import check_options, create_method, get_method
 from brainmaps.attribution.meaningful_perturbation import (
+    KAN2020_OPTIONS,
     MeaningfulPerturbation,
     _SequentialReference,
     blur_perturbation,
@@ -268,16 +269,25 @@ def test_zero_jitter_disables_it_and_a_small_one_keeps_one_voxel():
     assert fine.in_voxels(GRID).mask_shape == GRID  # never finer than the input
 
 
-def test_defaults_are_the_papers_voxel_values_at_58x70x58():
+def test_kan2020_options_are_the_papers_voxel_values_at_58x70x58():
     """Kan et al.: sigmas of 10 voxels, jitter 5 voxels, mask factor 4 at 58x70x58."""
     shape = (58, 70, 58)
-    grid = MeaningfulPerturbation(CubeReader()).in_voxels(shape)
+    grid = MeaningfulPerturbation(CubeReader(), **KAN2020_OPTIONS).in_voxels(shape)
     for sigmas in (grid.sigma_blur, grid.sigma_mask):
         assert sigmas == pytest.approx((10.0, 10.0, 10.0), rel=0.006)
         # the truncated kernels keep the paper's length: radius int(3 * 10 + 0.5) = 30
         assert [int(3.0 * s + 0.5) for s in sigmas] == [30, 30, 30]
     assert grid.jitter == (5, 5, 5)
     assert grid.mask_shape == tuple(math.ceil(n / 4) for n in shape) == (15, 18, 15)
+
+
+def test_defaults_keep_the_papers_blur_and_cells_and_smooth_by_5_mm():
+    shape = (58, 70, 58)
+    default = MeaningfulPerturbation(CubeReader()).in_voxels(shape)
+    paper = MeaningfulPerturbation(CubeReader(), **KAN2020_OPTIONS).in_voxels(shape)
+    assert default.sigma_blur == paper.sigma_blur and default.mask_shape == paper.mask_shape
+    assert default.sigma_mask == pytest.approx(tuple(5.0 / v for v in default.voxel_size))
+    assert default.jitter == (2, 2, 2)  # 5 mm of ~3.1 mm voxels, rounded
 
 
 def _fwhm_mm(profile: np.ndarray, voxel: float) -> float:
