@@ -70,6 +70,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--sigma-mm", type=float,
         help=f"blur of the blur fill in mm ({SIGMA_MM:g}); only with --fill blur",
     )  # fmt: skip
+    p.add_argument(
+        "--random-sigma-mm", type=float, default=0.0,
+        help="smooth the random control's noise by this sigma in mm, so it removes compact "
+        "blobs as smooth maps do (0: scattered voxels, Hooker et al.)",
+    )  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="seed of the random ranking (0)")
     p.add_argument("--overwrite", action="store_true", help="recompute when the options changed")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -94,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         fill=args.fill,
         ranking=args.ranking,
         absolute=args.absolute,
+        random_sigma_mm=args.random_sigma_mm,
         sigma_mm=SIGMA_MM if args.sigma_mm is None else args.sigma_mm,
         random_state=args.seed,
         overwrite=args.overwrite,
