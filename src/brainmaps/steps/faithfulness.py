@@ -29,7 +29,7 @@ from brainmaps.run.folder import RunFolder, open_run
 from brainmaps.steps.base import Step, record_stage, register_step
 from brainmaps.utils import write_tsv
 
-__all__ = ["faithfulness_run", "fold_predictor"]
+__all__ = ["faithfulness_run", "fold_predictor", "subject_curves"]
 
 
 #: Former name of :func:`brainmaps.models.predict.predictor` (the one predict path).
@@ -204,7 +204,7 @@ def faithfulness_run(
             opts["random_state"] = [random_state, int(i)]
             maps = {m: (_load(run, m, files[m][i]), targets[m][i]) for m in methods}
             maps["random"] = (_random_map(x.shape, opts["random_state"]), targets[methods[0]][i])
-            for (m, mode), p in _subject_curves(predict, x, maps, opts).items():
+            for (m, mode), p in subject_curves(predict, x, maps, opts).items():
                 curves.setdefault((m, mode), []).append(p)
             bar.update(1)
     bar.close()
@@ -216,7 +216,7 @@ def faithfulness_run(
     return out
 
 
-def _subject_curves(predict, x: np.ndarray, maps: dict, opts: dict) -> dict:
+def subject_curves(predict, x: np.ndarray, maps: dict, opts: dict) -> dict:
     """``{(method, mode): probabilities}`` of one subject; ``maps`` holds (map, target)."""
     return {
         (m, mode): deletion_curve(predict, x, a, t, mode=mode, **opts)[1]

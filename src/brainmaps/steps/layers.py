@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from brainmaps.analysis.faithfulness import MODES, curve_auc, deletion_curve, fill_volume
+from brainmaps.analysis.faithfulness import curve_auc, fill_volume
 from brainmaps.analysis.faithfulness import random_attribution as random_map
 from brainmaps.analysis.localisation import localisation_scores
 from brainmaps.analysis.maps import ground_truth_mask, on_grid_of, run_brain_mask
@@ -45,6 +45,7 @@ from brainmaps.models.predict import predictor
 from brainmaps.models.tracing import feature_layers
 from brainmaps.run.folder import RunFolder, open_run
 from brainmaps.steps.base import record_stage
+from brainmaps.steps.faithfulness import subject_curves
 from brainmaps.utils import write_tsv
 from brainmaps.validation import check_int
 
@@ -116,7 +117,7 @@ def _part(targets, start: int, size: int):
 
 
 def _accumulate(run: RunFolder, sums: dict, maps: np.ndarray, rows: np.ndarray) -> None:
-    """Add ``maps`` to running per-class ``[sum, count]`` (one key ``all`` for regression)."""
+    """Add ``maps`` to running per-class ``[sum, count]`` (one key, 0, for regression)."""
     labels = run.labels[rows] if run.task.is_classification else np.zeros(len(rows), int)
     for c in np.unique(labels):
         part = maps[labels == c]
@@ -130,14 +131,6 @@ def _conjoined_of_sums(sums: dict) -> np.ndarray:
     return sum(total / count for total, count in sums.values())
 
 
-def _conjoined(run: RunFolder, maps: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Sum over classes of the class-mean maps (the mean map for regression)."""
-    if not run.task.is_classification:
-        return maps.mean(axis=0)
-    labels = run.labels[rows]
-    return sum(maps[labels == c].mean(axis=0) for c in np.unique(labels))
-
-
 def _faithfulness(predict, volumes, rows, maps, targets, fill_opts, seed) -> dict:
     """Mean deletion/insertion areas of ``maps`` and of random maps on ``rows``."""
     areas: dict[str, list[float]] = {}
@@ -149,12 +142,10 @@ def _faithfulness(predict, volumes, rows, maps, targets, fill_opts, seed) -> dic
         opts = dict(fill_opts, fill=fill_volume(x, "blur", sigma=sigma, mask=fill_opts["mask"]))
         opts["random_state"] = [seed, int(i)]
         target = None if targets is None else int(targets[j])
-        for mode in MODES:
-            fractions, p = deletion_curve(predict, x, maps[j], target, mode=mode, **opts)
-            areas.setdefault(mode, []).append(curve_auc(fractions, p))
-            rnd = random_map(x.shape, opts["random_state"])
-            fractions, p = deletion_curve(predict, x, rnd, target, mode=mode, **opts)
-            areas.setdefault(f"{mode}_random", []).append(curve_auc(fractions, p))
+        pair = {"map": (maps[j], target), "random": (random_map(x.shape, [seed, int(i)]), target)}
+        for (name, mode), p in subject_curves(predict, x, pair, opts).items():
+            key = mode if name == "map" else f"{mode}_random"
+            areas.setdefault(key, []).append(curve_auc(opts["fractions"], p))
     return {k: float(np.mean(v)) for k, v in areas.items()}
 
 
@@ -270,7 +261,9 @@ def layer_sweep(
                     ]
                 )
                 seconds = (time.perf_counter() - start) / len(rows)
-                mean = _conjoined(run, maps, rows)
+                fold_sums: dict = {}
+                _accumulate(run, fold_sums, maps, rows)
+                mean = _conjoined_of_sums(fold_sums)
                 _accumulate(run, pooled.setdefault((method, name), {}), maps, rows)
                 row = {
                     "method": method, "layer": name, "depth": depth[name],
