@@ -28,6 +28,7 @@ from brainmaps.cli import (
     report,
     roar,
     sanity,
+    serve,
     synth,
     train,
     trust,
@@ -55,6 +56,7 @@ _COMMANDS = (
     baseline,
     morphometry,
     report,
+    serve,
     demo,
 )
 

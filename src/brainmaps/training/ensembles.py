@@ -6,6 +6,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 
@@ -13,11 +14,12 @@ from brainmaps.data.channels import channel_columns, channel_names
 from brainmaps.data.preprocess import preprocess_img
 from brainmaps.exceptions import ConfigError
 from brainmaps.models.checkpoints import model_from_checkpoint
+from brainmaps.models.device import resolve_device
 from brainmaps.models.predict import predict_volumes
 from brainmaps.run.folder import RunFolder, open_run
 from brainmaps.tasks import get_task
 
-__all__ = ["fold_checkpoints", "predict_run"]
+__all__ = ["FoldEnsemble", "fold_checkpoints", "predict_run"]
 
 
 def fold_checkpoints(run_dir: str | os.PathLike | RunFolder) -> list[Path]:
@@ -59,11 +61,112 @@ def _subject_paths(images, channels: tuple[str, ...]) -> list[tuple[str, ...]]:
     return subjects
 
 
-def _volume(paths: tuple[str, ...], prep) -> np.ndarray:
+def _volume(paths: tuple, prep) -> np.ndarray:
     """One subject: ``(X, Y, Z)`` for one channel, ``(C, X, Y, Z)`` for several."""
     if len(paths) == 1:
         return preprocess_img(paths[0], prep)
     return np.stack([preprocess_img(p, prep) for p in paths])
+
+
+class FoldEnsemble:
+    """The fold models of a run, loaded once, applied to new scans.
+
+    ``brainmaps predict`` (:func:`predict_run`) and ``brainmaps serve`` predict through
+    this class, so a scan gets the same numbers from both.
+
+    Parameters
+    ----------
+    run_dir : str, os.PathLike or RunFolder
+        A folder written by :func:`brainmaps.training.run.train_run`.
+    device : {"auto", "cpu", "cuda"}
+        Where the models run.
+
+    Attributes
+    ----------
+    run : RunFolder
+    models : list of torch.nn.Module
+        One per finished fold, in fold order, on ``device``, in eval mode.
+    meta : dict
+        The checkpoint metadata of the first fold (task, classes, target statistics).
+    channels : tuple of str
+        The run's input channel names (``()`` for one channel).
+
+    Raises
+    ------
+    ConfigError
+        If ``run_dir`` is not a run folder or holds no finished fold.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike | RunFolder, *, device: str = "auto") -> None:
+        self.run = open_run(run_dir)
+        self.channels = channel_names(self.run.config.data.path_col, self.run.config.data.suffix)
+        self.checkpoints = fold_checkpoints(self.run)
+        self.device = resolve_device(device)
+        self.models, self.meta = [], {}
+        for path in self.checkpoints:
+            model, meta = model_from_checkpoint(path)
+            self.models.append(model.to(self.device).eval())
+            self.meta = self.meta or meta
+        self.task = get_task(self.meta["task"])
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """tuple of str : Class names in output order (``()`` for regression)."""
+        return tuple(self.meta.get("classes") or ()) if self.task.is_classification else ()
+
+    def subjects(self, images) -> list[tuple[str, ...]]:
+        """Each subject's files as a tuple of one path per channel (count checked)."""
+        return _subject_paths(images, self.channels)
+
+    def volume(self, paths: str | os.PathLike | nib.Nifti1Image | Sequence) -> np.ndarray:
+        """One subject preprocessed as in the run: ``(X, Y, Z)`` or ``(C, X, Y, Z)``.
+
+        ``paths`` is a file or an in-memory image for a one-channel run, else one per
+        channel in the run's channel order.
+        """
+        if isinstance(paths, str | os.PathLike | nib.spatialimages.SpatialImage):
+            paths = (paths,)
+        return _volume(tuple(paths), self.run.preprocess)
+
+    def member_outputs(self, volumes: np.ndarray, *, batch_size: int = 4) -> np.ndarray:
+        """Every fold model's outputs: ``(n_models, n, n_classes)`` probabilities, or
+        ``(n_models, n)`` values in target units for regression."""
+        indices = np.arange(len(volumes))
+        return np.stack(
+            [
+                predict_volumes(
+                    model,
+                    volumes,
+                    indices,
+                    batch_size=batch_size,
+                    device=self.device,
+                    task=self.task,
+                    target_stats=self.meta.get("target_stats"),
+                )
+                for model in self.models
+            ]
+        )
+
+    def summarise(self, stacked: np.ndarray) -> dict[str, np.ndarray]:
+        """The ensemble's answer from :meth:`member_outputs`.
+
+        Returns
+        -------
+        dict
+            Classification: ``p_<class>`` (mean probability over the models),
+            ``std_<class>`` (their spread) and ``predicted`` (the class of the highest
+            mean probability). Regression: ``prediction`` and ``prediction_std``.
+        """
+        if not self.task.is_classification:
+            return {
+                "prediction": stacked.mean(axis=0).ravel(),
+                "prediction_std": stacked.std(axis=0).ravel(),
+            }
+        mean, std = stacked.mean(axis=0), stacked.std(axis=0)
+        out = {f"p_{name}": mean[:, j] for j, name in enumerate(self.classes)}
+        out.update({f"std_{name}": std[:, j] for j, name in enumerate(self.classes)})
+        out["predicted"] = np.asarray(self.classes, dtype=object)[mean.argmax(axis=1)]
+        return out
 
 
 def predict_run(
@@ -106,37 +209,14 @@ def predict_run(
     """
     if not images:
         raise ConfigError("no images to predict; give one or more NIfTI files.")
-    run = open_run(run_dir)
-    channels = channel_names(run.config.data.path_col, run.config.data.suffix)
-    subjects = _subject_paths(images, channels)
-    checkpoints = fold_checkpoints(run)
-    prep = run.preprocess
-    volumes = np.stack([_volume(paths, prep) for paths in subjects])
-    indices = np.arange(len(volumes))
-    outputs, meta = [], {}
-    for path in checkpoints:
-        model, meta = model_from_checkpoint(path)
-        outputs.append(
-            predict_volumes(
-                model,
-                volumes,
-                indices,
-                batch_size=batch_size,
-                device=device,
-                task=meta["task"],
-                target_stats=meta.get("target_stats"),
-            )
-        )
-    stacked = np.stack(outputs)
-    columns = channel_columns(channels)
+    ensemble = FoldEnsemble(run_dir, device=device)
+    subjects = ensemble.subjects(images)
+    volumes = np.stack([ensemble.volume(paths) for paths in subjects])
+    summary = ensemble.summarise(ensemble.member_outputs(volumes, batch_size=batch_size))
+    columns = channel_columns(ensemble.channels)
     table = pd.DataFrame({c: [paths[j] for paths in subjects] for j, c in enumerate(columns)})
-    if not get_task(meta["task"]).is_classification:
-        table["prediction"] = stacked.mean(axis=0).ravel()
-        table["prediction_std"] = stacked.std(axis=0).ravel()
-    else:
-        mean = stacked.mean(axis=0)
-        for j, name in enumerate(meta["classes"]):
-            table[f"p_{name}"] = mean[:, j]
-        table["predicted"] = np.asarray(meta["classes"], dtype=object)[mean.argmax(axis=1)]
-    table["n_models"] = len(checkpoints)
+    for key, values in summary.items():
+        if not key.startswith("std_"):
+            table[key] = values
+    table["n_models"] = len(ensemble.models)
     return table
