@@ -73,7 +73,8 @@ async function upload(file) {
   } catch (error) {
     $("progress-panel").hidden = true;
     const retry = error.retryAfter ? ` (retry in ${error.retryAfter} s)` : "";
-    showError(`${file.name}: ${error.message}${retry}`);
+    const named = error.message.includes(file.name) ? error.message : `${file.name}: ${error.message}`;
+    showError(`${named}${retry}`);
     return;
   }
   state.job = job.id;
