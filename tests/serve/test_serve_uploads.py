@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from brainmaps.exceptions import BrainmapsError, ConfigError
-from brainmaps.serve import uploads
+from brainmaps.serve import zipped
 from brainmaps.serve.uploads import (
     Scan,
     UploadError,
@@ -370,7 +370,7 @@ def test_too_many_members_is_refused_when_the_end_record_cannot_be_read(
     tmp_path, workdir, images, monkeypatch
 ):
     received = make_zip(tmp_path / "u", {f"{i}.nii": images["nii"] for i in range(3)})
-    monkeypatch.setattr(uploads, "_directory_size", lambda path: None)
+    monkeypatch.setattr(zipped, "_directory_size", lambda path: None)
     with pytest.raises(UploadError) as excinfo:
         unpack_upload(received, "u.zip", workdir, UploadLimits(max_members=2))
     err = upload_error(excinfo)
@@ -385,7 +385,7 @@ def test_too_many_members_is_refused_before_zipfile_reads_the_directory(
     def no_zipfile(*args, **kwargs):
         raise AssertionError("zipfile.ZipFile was called")
 
-    monkeypatch.setattr(uploads.zipfile, "ZipFile", no_zipfile)
+    monkeypatch.setattr(zipped.zipfile, "ZipFile", no_zipfile)
     with pytest.raises(UploadError) as excinfo:
         unpack_upload(received, "u.zip", workdir, UploadLimits(max_members=2))
     assert upload_error(excinfo).status == 413
@@ -604,7 +604,7 @@ def test_a_zip64_directory_count_is_read(tmp_path, workdir, images):
     locator = struct.pack("<4sLQL", b"PK\x06\x07", 0, eocd, 1)
     end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, cd_bytes, cd_offset, 0)
     write(received, bytes(raw[:eocd]) + zip64 + locator + end)
-    assert uploads._directory_size(received) == (3, cd_bytes)
+    assert zipped._directory_size(received) == (3, cd_bytes)
     assert len(unpack_upload(received, "u.zip", workdir)) == 3
 
 

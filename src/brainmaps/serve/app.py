@@ -20,7 +20,6 @@ enforced on the bytes received, before the rest is read.
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import logging
 import os
@@ -37,13 +36,13 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
-from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 
 from brainmaps.exceptions import BrainmapsError, ConfigError
 from brainmaps.serve.engine import SPACES, Engine
 from brainmaps.serve.jobs import JobManager, QueueFull
-from brainmaps.serve.uploads import UploadError, UploadLimits, unpack_upload, upload_kind
+from brainmaps.serve.receive import receive_upload
+from brainmaps.serve.uploads import UploadLimits, unpack_upload
 
 __all__ = ["ServeSettings", "create_app", "static_dir", "viewer_bundled"]
 
@@ -112,127 +111,6 @@ class ServeSettings:
 
 def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
-
-
-class _Receiver:
-    """Multipart callbacks that stream the part named ``file`` into one file."""
-
-    def __init__(self, dest: Path) -> None:
-        self.dest = dest
-        self.filename: str | None = None
-        self.n_files = 0
-        self._headers: dict[str, str] = {}
-        self._field = b""
-        self._value = b""
-        self._out = None
-        self._is_file = False
-
-    def callbacks(self) -> dict:
-        return {
-            "on_part_begin": self._begin,
-            "on_header_field": lambda d, s, e: setattr(self, "_field", self._field + d[s:e]),
-            "on_header_value": lambda d, s, e: setattr(self, "_value", self._value + d[s:e]),
-            "on_header_end": self._header_end,
-            "on_headers_finished": self._headers_done,
-            "on_part_data": self._data,
-            "on_part_end": self._end,
-        }
-
-    def _begin(self) -> None:
-        self._headers, self._is_file = {}, False
-
-    def _header_end(self) -> None:
-        self._headers[self._field.decode("latin-1").lower()] = self._value.decode("latin-1")
-        self._field, self._value = b"", b""
-
-    def _headers_done(self) -> None:
-        _, params = parse_options_header(self._headers.get("content-disposition", ""))
-        if params.get(b"name") != b"file" or b"filename" not in params:
-            return  # other fields are ignored
-        self.n_files += 1
-        if self.n_files > 1:
-            raise UploadError(
-                "the upload holds several files; send one .nii/.nii.gz, or put several "
-                "scans in one .zip.",
-                status=400,
-            )
-        self.filename = params[b"filename"].decode("utf-8", "replace")
-        upload_kind(self.filename)  # a wrong type is refused before its bytes are read
-        self._is_file = True
-        self._out = open(self.dest, "wb")  # closed in _end, or by close()
-
-    def _data(self, data: bytes, start: int, end: int) -> None:
-        if self._is_file and self._out is not None:
-            self._out.write(data[start:end])
-
-    def _end(self) -> None:
-        if self._is_file:
-            self.close()
-            self._is_file = False
-
-    def close(self) -> None:
-        if self._out is not None:
-            self._out.close()
-            self._out = None
-
-
-async def _receive(request: Request, dest: Path, settings: ServeSettings) -> str:
-    """Stream the body into ``dest``; return the client's file name."""
-    ctype, params = parse_options_header(request.headers.get("content-type", ""))
-    if ctype != b"multipart/form-data" or b"boundary" not in params:
-        raise UploadError(
-            "send the scan as multipart/form-data with a field named 'file' (e.g. "
-            "curl -F file=@scan.nii.gz).",
-            status=415,
-        )
-    limit = settings.max_upload_bytes
-    declared = request.headers.get("content-length")
-    too_big = UploadError(
-        f"the upload is larger than the server's limit of {limit / 2**20:.0f} MB "
-        "(--max-upload-mb); send fewer or smaller scans.",
-        status=413,
-    )
-    if declared and declared.isdigit() and int(declared) > limit + 65536:
-        raise too_big
-    receiver = _Receiver(dest)
-    parser = MultipartParser(params[b"boundary"], receiver.callbacks())
-    received = 0
-    stream = request.stream().__aiter__()
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + settings.upload_timeout_s
-    try:
-        while True:
-            timeout = min(settings.idle_timeout_s, deadline - loop.time())
-            if timeout <= 0:
-                raise UploadError("the upload took too long; try again.", status=408)
-            try:
-                chunk = await asyncio.wait_for(stream.__anext__(), timeout)
-            except StopAsyncIteration:
-                break
-            except TimeoutError:
-                raise UploadError(
-                    "the upload stalled (nothing received for "
-                    f"{settings.idle_timeout_s:.0f} s); try again.",
-                    status=408,
-                ) from None
-            received += len(chunk)
-            if received > limit + 65536:
-                raise too_big
-            parser.write(chunk)
-        parser.finalize()
-    except UploadError:
-        raise
-    except Exception as exc:  # the multipart parser's own errors
-        raise UploadError(f"the upload is not valid multipart/form-data: {exc}", 400) from None
-    finally:
-        receiver.close()
-    if receiver.filename is None:
-        raise UploadError(
-            "the upload holds no file field; send the scan in a field named 'file'.", 400
-        )
-    if dest.stat().st_size > limit:
-        raise too_big
-    return receiver.filename
 
 
 def _job_or_404(manager: JobManager, job_id: str):
@@ -393,7 +271,13 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
             )
         try:
             received = job.folder / "upload.bin"
-            filename = await _receive(request, received, settings)
+            filename = await receive_upload(
+                request,
+                received,
+                settings.max_upload_bytes,
+                idle_timeout_s=settings.idle_timeout_s,
+                upload_timeout_s=settings.upload_timeout_s,
+            )
             scans = await run_in_threadpool(
                 unpack_upload, received, filename, job.folder, settings.limits
             )
