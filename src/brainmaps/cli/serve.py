@@ -126,12 +126,15 @@ def run(args: argparse.Namespace) -> int:
         f"{described['task']}, maps: {', '.join(engine.methods) or 'none'}) on "
         f"http://{args.host}:{args.port}/  (Ctrl-C stops)"
     )
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level="info",
-        timeout_keep_alive=5,
-        timeout_graceful_shutdown=10,
-    )
+    try:
+        uvicorn.run(
+            app,
+            host=args.host,
+            port=args.port,
+            log_level="info",
+            timeout_keep_alive=5,
+            timeout_graceful_shutdown=10,
+        )
+    finally:  # also when the server never started (port in use): no job folder is left
+        app.state.manager.shutdown()
     return 0
