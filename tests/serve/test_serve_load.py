@@ -294,3 +294,62 @@ def test_a_stalled_upload_gets_408_and_does_not_block_the_server(tiny_run, tmp_p
         with httpx.Client(base_url=url, timeout=5) as client:
             assert client.get("/health").json()["active_jobs"] == 0  # the slot is freed
         assert list((tmp_path / "jobs").iterdir()) == []  # its folder is deleted
+
+
+def test_a_trickling_upload_is_dropped_for_its_rate(tiny_run, tmp_path):
+    """A byte every 0.3 s never trips the idle timeout (1 s) but is far below the minimum
+    rate: after the first second the server answers 408 instead of holding the slot."""
+    engine = Engine(tiny_run, methods=["gradient"], device="cpu")
+    settings = ServeSettings(idle_timeout_s=1, min_rate_bytes_s=1024, root=tmp_path / "jobs")
+    boundary = "tricklingboundary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+        'filename="slow.nii.gz"\r\n\r\n'
+    ).encode()
+    with running_server(create_app(engine, settings)) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
+            sock.sendall(
+                (
+                    f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                    f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+                    "Content-Length: 100000\r\n\r\n"
+                ).encode()
+                + head
+            )
+            start = time.monotonic()
+            sock.settimeout(0.3)
+            answer = b""
+            while time.monotonic() - start < 10 and b"\r\n\r\n" not in answer:
+                try:
+                    sock.sendall(b"\0")
+                    answer += sock.recv(65536)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    break
+            sock.settimeout(5)
+            status, _, body = _read_response_after(sock, answer)
+        assert status == 408, body
+        assert "too slow" in json.loads(body)["error"]
+        assert time.monotonic() - start < 6
+        assert list((tmp_path / "jobs").iterdir()) == []
+
+
+def _read_response_after(sock: socket.socket, data: bytes):
+    """Status and body of the HTTP response whose first bytes are ``data``."""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+    length = int(headers.get("content-length", len(body)))
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return int(lines[0].split()[1]), headers, body.decode()

@@ -85,6 +85,8 @@ class ServeSettings:
         An upload that sends nothing for this long is dropped (408).
     upload_timeout_s : float
         An upload that takes longer than this in all is dropped (408).
+    min_rate_bytes_s : float
+        After ``idle_timeout_s``, an upload averaging fewer bytes per second is dropped (408).
     root : pathlib.Path, optional
         Where job folders are made (default: a new private temporary folder).
     """
@@ -97,12 +99,13 @@ class ServeSettings:
     token: str | None = None
     idle_timeout_s: float = 30.0
     upload_timeout_s: float = 600.0
+    min_rate_bytes_s: float = 16 * 1024
     root: Path | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.max_upload_bytes, bool) or self.max_upload_bytes < 1:
             raise ConfigError(f"max_upload_bytes must be positive, got {self.max_upload_bytes!r}.")
-        for name in ("idle_timeout_s", "upload_timeout_s"):
+        for name in ("idle_timeout_s", "upload_timeout_s", "min_rate_bytes_s"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)!r}.")
         if self.token is not None and len(self.token) < 8:
@@ -277,6 +280,7 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
                 settings.max_upload_bytes,
                 idle_timeout_s=settings.idle_timeout_s,
                 upload_timeout_s=settings.upload_timeout_s,
+                min_rate_bytes_s=settings.min_rate_bytes_s,
             )
             scans = await run_in_threadpool(
                 unpack_upload, received, filename, job.folder, settings.limits

@@ -88,6 +88,7 @@ async def receive_upload(
     *,
     idle_timeout_s: float = 30.0,
     upload_timeout_s: float = 600.0,
+    min_rate_bytes_s: float = 16 * 1024,
 ) -> str:
     """Stream a multipart body's ``file`` part into ``dest``; return the client's file name.
 
@@ -101,6 +102,10 @@ async def receive_upload(
         the count of bytes received is checked after every chunk.
     idle_timeout_s, upload_timeout_s : float
         Seconds without a chunk, and in all, before the upload is dropped.
+    min_rate_bytes_s : float
+        Once ``idle_timeout_s`` has passed, an upload averaging fewer bytes per second is
+        dropped, so a client trickling a byte now and then cannot hold a queue slot for
+        ``upload_timeout_s``.
 
     Raises
     ------
@@ -130,7 +135,8 @@ async def receive_upload(
     received = 0
     stream = request.stream().__aiter__()
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + upload_timeout_s
+    start = loop.time()
+    deadline = start + upload_timeout_s
     try:
         while True:
             timeout = min(idle_timeout_s, deadline - loop.time())
@@ -148,6 +154,13 @@ async def receive_upload(
             received += len(chunk)
             if received > limit + 65536:
                 raise too_big
+            elapsed = loop.time() - start
+            if elapsed > idle_timeout_s and received < min_rate_bytes_s * elapsed:
+                raise UploadError(
+                    f"the upload is too slow ({received / elapsed / 1024:.1f} KB/s, the server "
+                    f"needs at least {min_rate_bytes_s / 1024:.0f} KB/s); try again.",
+                    status=408,
+                )
             parser.write(chunk)
         parser.finalize()
     except UploadError:
