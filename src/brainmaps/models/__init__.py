@@ -8,7 +8,16 @@ True
 from __future__ import annotations
 
 from brainmaps.models.gap_cnn import GapCNN
+from brainmaps.models.inception_resnet_v2 import InceptionResNetV2
 from brainmaps.models.registry import create_model, get_model_class, list_models, register_model
 from brainmaps.models.xin2019 import Xin2019
 
-__all__ = ["GapCNN", "Xin2019", "create_model", "get_model_class", "list_models", "register_model"]
+__all__ = [
+    "GapCNN",
+    "InceptionResNetV2",
+    "Xin2019",
+    "create_model",
+    "get_model_class",
+    "list_models",
+    "register_model",
+]
