@@ -58,6 +58,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help=f"comma-separated regions for the effect, from: {', '.join(list_regions())}",
     )
     p.add_argument("--sites", type=int, default=None, help="number of acquisition sites")
+    p.add_argument(
+        "--site-confound",
+        type=float,
+        default=None,
+        help="0-1: how strongly the group decides the site (half the sites lean to each "
+        "group; default 0, independent)",
+    )
+    p.add_argument(
+        "--site-bias",
+        type=float,
+        default=None,
+        help="sd of each site's own smooth intensity field (its coil profile; default 0)",
+    )
     p.add_argument("--voxel-size", type=float, default=None, help="voxel size in mm (default 2)")
     p.add_argument("--n-jobs", type=int, default=1, help="parallel jobs")
     add_progress_flag(p)
@@ -76,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
         "effect_size": args.effect_size,
         "regions": tuple(regions) if regions else None,
         "n_sites": args.sites,
+        "site_confound": args.site_confound,
+        "site_bias": args.site_bias,
         "voxel_size": args.voxel_size,
     }
     settings.update({k: v for k, v in overrides.items() if v is not None})

@@ -153,6 +153,17 @@ class SynthConfig:
         :data:`DEFAULT_REGIONS` (both hippocampi, both superior frontal gyri, precuneus).
     n_sites : int
         Number of acquisition sites (``"site1"``, ...), balanced over subjects.
+    site_confound : float
+        In [0, 1]: how strongly the group decides the site. The first half of the sites
+        (``site1`` .. ``site<n/2>``) lean to controls, the others to patients; each subject
+        is moved, with this probability, to a site of its group's half drawn at random.
+        0 (default) leaves sites independent of group (the same participants as before
+        the option existed); 1 puts every control at a control site. Needs ``n_sites >= 2``.
+        The confound that leave-sites-out cross-validation guards against.
+    site_bias : float
+        Sd of the log of a smooth multiplicative field of each site (its coil profile),
+        shared by all the site's scans, on top of each scan's own ``bias_field``: a site
+        signature that survives intensity normalisation. 0 (default) adds none.
     voxel_size : float
         Voxel size of the written images in mm, in [1, 8].
     noise : float
@@ -179,6 +190,8 @@ class SynthConfig:
     effect_size: float | None = None
     regions: tuple[str, ...] = DEFAULT_REGIONS
     n_sites: int = 1
+    site_confound: float = 0.0
+    site_bias: float = 0.0
     voxel_size: float = 2.0
     noise: float = 0.03
     age_range: tuple[float, float] = (20.0, 80.0)
@@ -203,6 +216,8 @@ class SynthConfig:
             "seed": _check_number("seed", self.seed, 0, 2**63 - 1, True),
             "effect_size": _check_number("effect_size", size, 0.0, top),
             "n_sites": _check_number("n_sites", self.n_sites, 1, 1000, True),
+            "site_confound": _check_number("site_confound", self.site_confound, 0.0, 1.0),
+            "site_bias": _check_number("site_bias", self.site_bias, 0.0, 1.0),
             "voxel_size": _check_number("voxel_size", self.voxel_size, 1.0, 8.0),
             "noise": _check_number("noise", self.noise, 0.0, 0.5),
             "age_effect": _check_number("age_effect", self.age_effect, -0.5, 0.5),
@@ -217,6 +232,11 @@ class SynthConfig:
             raise ConfigError(
                 f"SynthConfig.n_sites: expected at most n_subjects={self.n_subjects} sites, "
                 f"found {self.n_sites}. Lower n_sites or raise n_subjects."
+            )
+        if values["site_confound"] > 0 and values["n_sites"] < 2:
+            raise ConfigError(
+                f"SynthConfig.site_confound: {self.site_confound} needs at least 2 sites, "
+                f"found n_sites={self.n_sites}. Raise n_sites or set site_confound to 0."
             )
         shared = set(values["regions"]) & set(values["age_regions"])
         if shared:
@@ -293,7 +313,7 @@ def draw_participants(config: SynthConfig) -> pd.DataFrame:
     n = config.n_subjects
     rng = _rng(config, 2)
     width = max(4, len(str(n)))
-    return pd.DataFrame(
+    table = pd.DataFrame(
         {
             "participant_id": [f"sub-{i + 1:0{width}d}" for i in range(n)],
             "group": _balanced(rng, ["control", "patient"], n),
@@ -302,6 +322,22 @@ def draw_participants(config: SynthConfig) -> pd.DataFrame:
             "site": _balanced(rng, [f"site{k + 1}" for k in range(config.n_sites)], n),
         }
     )
+    if config.site_confound > 0:
+        table["site"] = _confounded_sites(config, table["group"].to_numpy(), table["site"])
+    return table
+
+
+def _confounded_sites(config: SynthConfig, groups: np.ndarray, sites: pd.Series) -> np.ndarray:
+    """Sites moved toward the group's half of the sites (see ``site_confound``)."""
+    rng = _rng(config, 5)  # a stream of its own: site_confound=0 keeps the old draws
+    half = config.n_sites // 2
+    control_sites = [f"site{k + 1}" for k in range(half)]
+    patient_sites = [f"site{k + 1}" for k in range(half, config.n_sites)]
+    out = sites.to_numpy(dtype=object).copy()
+    moved = rng.random(len(out)) < config.site_confound
+    for i in np.flatnonzero(moved):
+        out[i] = rng.choice(control_sites if groups[i] == "control" else patient_sites)
+    return out
 
 
 def _site_params(config: SynthConfig, site: str) -> tuple[float, float, float]:
@@ -352,6 +388,9 @@ def simulate_subject(config: SynthConfig, row: dict, index: int) -> np.ndarray:
     group, age, size = _strengths(config, row, rng.standard_normal(3))
     nodes = rng.normal(0.0, config.deformation_mm, size=(3, 6, 7, 6))
     log_bias = rng.normal(0.0, config.bias_field, size=(4, 4, 4))
+    if config.site_bias > 0 and config.n_sites > 1:  # the site's coil profile
+        site_rng = _rng(config, 6, int(row["site"].removeprefix("site")))
+        log_bias = log_bias + site_rng.normal(0.0, config.site_bias, size=(4, 4, 4))
     centre = _SCALE_CENTRE[:, None]
     warp = smooth_field(nodes, space.shape).reshape(3, -1)[:, space.support]
     points = centre + (space.points - centre) / np.float32(size) + warp

@@ -6,6 +6,8 @@ scores made by any other tool alike.
 
 - :mod:`~brainmaps.evaluation.splitters`: cross-validation folds grouped by subject and
   stratified by label, inner validation splits, user-supplied folds, leakage checks.
+- :mod:`~brainmaps.evaluation.sites`: folds that leave whole acquisition sites out, and the
+  check that no site is in two folds.
 - :mod:`~brainmaps.evaluation.metrics`: classification and regression metrics per fold,
   summarised as mean ± std.
 - :mod:`~brainmaps.evaluation.statistics`: the corrected resampled t-test of two models
@@ -25,6 +27,7 @@ if TYPE_CHECKING:  # what static tools see; at run time names load on first use 
         regression_metrics,
         summarize_folds,
     )
+    from brainmaps.evaluation.sites import check_site_leakage, make_site_folds
     from brainmaps.evaluation.splitters import (
         check_class_counts,
         check_no_leakage,
@@ -52,18 +55,21 @@ _SUBMODULES: dict[str, tuple[str, ...]] = {
         "make_folds",
         "read_folds",
     ),
+    ".sites": ("check_site_leakage", "make_site_folds"),
     ".statistics": ("benjamini_hochberg", "corrected_resampled_ttest"),
 }
 __all__ = [
     "benjamini_hochberg",
     "check_class_counts",
     "check_no_leakage",
+    "check_site_leakage",
     "classification_metrics",
     "corrected_resampled_ttest",
     "folds_table",
     "format_metrics_table",
     "inner_split",
     "make_folds",
+    "make_site_folds",
     "read_folds",
     "regression_metrics",
     "summarize_folds",

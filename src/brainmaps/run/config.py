@@ -142,6 +142,11 @@ class TrainingConfig:
     folds_file : str or None
         A user-supplied split: a TSV with ``subject`` and ``fold`` columns. It is
         checked for subjects in two folds (:class:`~brainmaps.DataLeakageError`).
+    cv : {"stratified", "leave-sites-out", "leave-one-site-out", "file"}
+        How the outer folds are made: by subject, stratified by label (default); by
+        groups of whole acquisition sites (``folds`` of them, stratified as far as the
+        sites allow); one fold per site; or ``folds_file`` (set by giving one). With the
+        site schemes no site is in the training and test data of one fold.
     epochs : int
         Training epochs per fold.
     batch_size : int
@@ -166,6 +171,7 @@ class TrainingConfig:
 
     folds: int = 10
     folds_file: str | None = None
+    cv: str = "stratified"
     epochs: int = 20
     lr: float = 3e-4
     batch_size: int = 8
@@ -186,6 +192,25 @@ class TrainingConfig:
             )
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"training.seed must be a non-negative integer, got {self.seed!r}.")
+        self._check_cv()
+
+    def _check_cv(self) -> None:
+        from brainmaps.evaluation.sites import CV_SCHEMES
+
+        if self.cv not in CV_SCHEMES:
+            raise ConfigError(
+                f"training.cv must be one of {', '.join(CV_SCHEMES)}, got {self.cv!r}; set it "
+                "with --cv."
+            )
+        if self.cv == "file" and not self.folds_file:
+            raise ConfigError("training.cv is 'file' but no folds_file is given; add --folds-file.")
+        if self.folds_file and self.cv not in ("file", "stratified"):
+            raise ConfigError(
+                f"training.cv={self.cv!r} and a folds_file were both given; the file defines "
+                "the folds (its sites are checked), so drop --cv or --folds-file."
+            )
+        if self.folds_file:
+            object.__setattr__(self, "cv", "file")
 
 
 @dataclass(frozen=True)

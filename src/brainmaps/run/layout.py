@@ -68,6 +68,7 @@ class RunLayout:
     FOLDS = "folds.tsv"
     PREDICTIONS = "predictions.tsv"
     METRICS = "metrics.tsv"
+    METRICS_SITES = "metrics_sites.tsv"
     HISTORY = "history.tsv"
     CHECKPOINT = "model.pt"
     MAPS_MANIFEST = "maps.tsv"
@@ -110,6 +111,11 @@ class RunLayout:
     def metrics(self) -> Path:
         """pathlib.Path : ``metrics.tsv``."""
         return self.root / self.METRICS
+
+    @property
+    def metrics_sites(self) -> Path:
+        """pathlib.Path : ``metrics_sites.tsv`` (per fold and test site; cohorts with sites)."""
+        return self.root / self.METRICS_SITES
 
     @property
     def report(self) -> Path:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from brainmaps.data.cache import CachedVolumes
 from brainmaps.data.cohort import Cohort, load_cohort
 from brainmaps.data.stacked import cache_channels, slot_columns
 from brainmaps.evaluation.metrics import summarize_folds, task_metrics
+from brainmaps.evaluation.sites import make_site_folds
 from brainmaps.evaluation.splitters import (
     check_class_counts,
     inner_split,
@@ -127,6 +129,10 @@ def _assign_folds(config: RunConfig, cohort: Cohort) -> np.ndarray:
     subjects = cohort.subjects
     if t.folds_file:
         return _read_user_folds(Path(t.folds_file), subjects)
+    if t.cv in ("leave-sites-out", "leave-one-site-out"):
+        n_folds = t.folds if t.cv == "leave-sites-out" else None
+        sites = cohort.table["site"].to_numpy(dtype=str)
+        return make_site_folds(subjects, sites, cohort.labels, n_folds, t.seed, task=cohort.task)
     if _task(cohort).is_classification:
         check_class_counts(cohort.labels, t.folds, classes=cohort.classes, subjects=subjects)
     return make_folds(subjects, cohort.labels, n_folds=t.folds, seed=t.seed, task=cohort.task)
@@ -333,6 +339,28 @@ def _fold_done(layout: RunLayout, k: int, cohort: Cohort, roles: pd.DataFrame) -
     return len(frame) == n_test and bool(np.all(np.isfinite(values)))
 
 
+def _site_metrics(cohort: Cohort, predictions: pd.DataFrame) -> pd.DataFrame | None:
+    """Metrics per fold and test site (``None`` for a cohort with fewer than two sites).
+
+    A site whose test subjects are all of one class has no ROC AUC (NaN).
+    """
+    sites = cohort.table[["subject", "session", "site"]].astype(str)
+    if sites["site"].replace("", np.nan).nunique() < 2:
+        return None
+    task = _task(cohort)
+    keyed = predictions.assign(
+        subject=predictions["subject"].astype(str),
+        session=predictions["session"].fillna("").astype(str),
+    ).merge(sites, on=["subject", "session"], how="left")
+    rows = []
+    for (k, site), part in keyed.groupby(["fold", "site"], sort=True):
+        with warnings.catch_warnings():  # one class at a site: metrics say NaN
+            warnings.simplefilter("ignore")
+            m = task_metrics(task, part["y"].to_numpy(), task.outputs_from_frame(part))
+        rows.append({"fold": int(k), "site": site, "n_test": len(part), **m})
+    return pd.DataFrame(rows)
+
+
 def _fold_metrics(cohort: Cohort, predictions: pd.DataFrame) -> pd.DataFrame:
     task = _task(cohort)
     rows = []
@@ -389,6 +417,9 @@ def train_run(config: RunConfig, *, progress: bool | None = None) -> RunResult:
         metrics = _fold_metrics(cohort, predictions)
         write_tsv(predictions, layout.predictions)
         write_tsv(metrics, layout.metrics)
+        per_site = _site_metrics(cohort, predictions)
+        if per_site is not None:
+            write_tsv(per_site, layout.metrics_sites)
     return RunResult(
         out=layout.root, metrics=metrics, predictions=predictions, resumed_folds=resumed
     )
