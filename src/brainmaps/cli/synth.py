@@ -71,6 +71,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="sd of each site's own smooth intensity field (its coil profile; default 0)",
     )
+    p.add_argument(
+        "--clinical",
+        action="store_true",
+        default=None,
+        help="also write mmse, progression and batch (a null flag) tied to the planted effect",
+    )
     p.add_argument("--voxel-size", type=float, default=None, help="voxel size in mm (default 2)")
     p.add_argument("--n-jobs", type=int, default=1, help="parallel jobs")
     add_progress_flag(p)
@@ -91,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
         "n_sites": args.sites,
         "site_confound": args.site_confound,
         "site_bias": args.site_bias,
+        "clinical": args.clinical,
         "voxel_size": args.voxel_size,
     }
     settings.update({k: v for k, v in overrides.items() if v is not None})

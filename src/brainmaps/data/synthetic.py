@@ -160,6 +160,11 @@ class SynthConfig:
         0 (default) leaves sites independent of group (the same participants as before
         the option existed); 1 puts every control at a control site. Needs ``n_sites >= 2``.
         The confound that leave-sites-out cross-validation guards against.
+    clinical : bool
+        Also write clinical measures (:mod:`brainmaps.data.synthetic_clinical`): an MMSE
+        that falls with each patient's planted effect strength, a progression subgroup
+        (converter / stable) linked to it, and a ``batch`` flag independent of everything,
+        plus ``ground_truth_clinical.tsv`` with each subject's effect strength.
     site_bias : float
         Sd of the log of a smooth multiplicative field of each site (its coil profile),
         shared by all the site's scans, on top of each scan's own ``bias_field``: a site
@@ -192,6 +197,7 @@ class SynthConfig:
     n_sites: int = 1
     site_confound: float = 0.0
     site_bias: float = 0.0
+    clinical: bool = False
     voxel_size: float = 2.0
     noise: float = 0.03
     age_range: tuple[float, float] = (20.0, 80.0)
@@ -232,6 +238,10 @@ class SynthConfig:
             raise ConfigError(
                 f"SynthConfig.n_sites: expected at most n_subjects={self.n_subjects} sites, "
                 f"found {self.n_sites}. Lower n_sites or raise n_subjects."
+            )
+        if not isinstance(self.clinical, bool):
+            raise ConfigError(
+                f"SynthConfig.clinical: expected true or false, found {self.clinical!r}."
             )
         if values["site_confound"] > 0 and values["n_sites"] < 2:
             raise ConfigError(
@@ -463,8 +473,18 @@ def _description(config: SynthConfig) -> dict[str, Any]:
             }
         ],
         "SynthConfig": config.to_dict(),
-        "SynthConfigHash": stable_hash([config.to_dict(), _GENERATOR_VERSION]),
+        "SynthConfigHash": stable_hash([_hashed(config), _GENERATOR_VERSION]),
     }
+
+
+#: Fields added after cohorts were first written, with the value that changes nothing: left
+#: out of the hash at that value, so existing cohorts keep their hash (and their images).
+_NEUTRAL = {"site_confound": 0.0, "site_bias": 0.0, "clinical": False}
+
+
+def _hashed(config: SynthConfig) -> dict[str, Any]:
+    """The settings that define the cohort's content (see :data:`_NEUTRAL`)."""
+    return {k: v for k, v in config.to_dict().items() if _NEUTRAL.get(k, object()) != v}
 
 
 def _read_description(out: Path) -> dict[str, Any] | None:
@@ -594,6 +614,13 @@ def make_synthetic_cohort(
     space = load_template_space(config.voxel_size)
     _save(_union_mask(space, config.regions), space, out / "ground_truth_mask.nii.gz")
     _save(_union_mask(space, config.age_regions), space, out / "ground_truth_age_mask.nii.gz")
-    atomic_write_text(out / "README", _readme(config))
+    readme = _readme(config)
+    if config.clinical:
+        from brainmaps.data.synthetic_clinical import CLINICAL_README, clinical_tables
+
+        participants, truth = clinical_tables(config, participants)
+        atomic_write_text(out / "ground_truth_clinical.tsv", truth.to_csv(sep="\t", index=False))
+        readme += CLINICAL_README
+    atomic_write_text(out / "README", readme)
     atomic_write_text(out / "participants.tsv", participants.to_csv(sep="\t", index=False))
     return out
