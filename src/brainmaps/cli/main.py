@@ -30,6 +30,7 @@ from brainmaps.cli import (
     sanity,
     serve,
     synth,
+    thresholds,
     train,
     trust,
 )
@@ -42,6 +43,7 @@ _COMMANDS = (
     preprocess,
     train,
     predict,
+    thresholds,
     explain,
     compare,
     regions,

@@ -33,6 +33,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="TSV to write (default: print to stdout)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--batch-size", type=int, default=4, help="volumes per forward pass")
+    p.add_argument(
+        "--threshold",
+        help="binary runs: add a call column, the second class when its probability is at "
+        "least the threshold: 0.5 | youden | sens=0.9 | spec=0.9 | a value in (0, 1); rules "
+        "are chosen on the run's out-of-fold predictions ('brainmaps thresholds')",
+    )
     p.set_defaults(run=run)
 
 
@@ -41,7 +47,13 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         check_output_file(args.out, "--out")
     images = [_subject(arg) for arg in args.images]
-    table = predict_run(args.run_dir, images, device=args.device, batch_size=args.batch_size)
+    table = predict_run(
+        args.run_dir,
+        images,
+        device=args.device,
+        batch_size=args.batch_size,
+        threshold=args.threshold,
+    )
     if args.out:
         with atomic_path(args.out) as tmp:
             table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")

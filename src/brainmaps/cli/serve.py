@@ -53,9 +53,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--threshold",
-        type=float,
-        help="binary runs: call the second class when its probability is at least this "
-        "(default: the most probable class)",
+        help="binary runs: call the second class when its probability is at least this: "
+        "a value in (0, 1), or youden | sens=0.9 | spec=0.9, chosen once at start on the "
+        "run's out-of-fold predictions (default: the most probable class)",
     )
     p.add_argument(
         "--token",

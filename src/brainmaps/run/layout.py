@@ -26,6 +26,9 @@ No other module spells a run-folder path: writers and readers ask a :class:`RunL
       analysis/roar.tsv           remove-and-retrain accuracy per method and fraction;
                                   kar.tsv: keep and retrain; roar_folds.tsv: per model
       analysis/trust.tsv          per method: every check, its reading, and a verdict
+      analysis/thresholds.tsv     binary runs: operating points per threshold rule (nested
+                                  out-of-fold metrics with bootstrap CIs); roc.tsv and
+                                  calibration.tsv: the out-of-fold curves
       baselines/<table>.tsv       metrics, predictions, params, comparison, importances_<m>
       stages/<stage>.yaml         which options made each stage's outputs (with their hash)
       .lock                       held by the process writing the run
@@ -225,6 +228,21 @@ class RunLayout:
     def analysis(self, name: str) -> Path:
         """``analysis/<name>.tsv`` (``name`` without the suffix)."""
         return self.analysis_dir / f"{name}.tsv"
+
+    @property
+    def thresholds(self) -> Path:
+        """pathlib.Path : ``analysis/thresholds.tsv`` (operating points of a binary run)."""
+        return self.analysis("thresholds")
+
+    @property
+    def roc(self) -> Path:
+        """pathlib.Path : ``analysis/roc.tsv`` (the pooled out-of-fold ROC curve)."""
+        return self.analysis("roc")
+
+    @property
+    def calibration(self) -> Path:
+        """pathlib.Path : ``analysis/calibration.tsv`` (out-of-fold calibration curve)."""
+        return self.analysis("calibration")
 
     def analysis_tables(self, prefix: str) -> list[Path]:
         """``analysis/<prefix>*.tsv`` that exist, sorted."""

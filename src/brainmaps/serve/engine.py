@@ -32,8 +32,10 @@ from brainmaps.data.registration import (
     mni_template_correlation,
     register_img,
 )
+from brainmaps.evaluation.operating_points import parse_rule
 from brainmaps.exceptions import BrainmapsError, ConfigError, ImageError
 from brainmaps.training.ensembles import FoldEnsemble
+from brainmaps.training.oof_thresholds import resolve_threshold
 
 __all__ = ["MIN_EXTENT_MM", "MNI_SPACE_CORRELATION", "SPACES", "Engine", "ScanError"]
 
@@ -69,9 +71,12 @@ class Engine:
     options : dict, optional
         Options per method, e.g. ``{"occlusion": {"window_mm": 12}}``.
     device : {"auto", "cpu", "cuda"}
-    threshold : float, optional
+    threshold : float or str, optional
         Binary runs only: the call is the second class when its probability is at least
-        this value. Default: the class of the highest probability (0.5 for two classes).
+        the threshold: a value in (0, 1), or a rule (``"youden"``, ``"sens=0.9"``,
+        ``"spec=0.9"``) chosen once, here, on the run's out-of-fold predictions
+        (:func:`~brainmaps.training.oof_thresholds.resolve_threshold`). Default: the class
+        of the highest probability (0.5 for two classes).
     registration : RegistrationConfig, optional
         Settings of the registration of native-space scans.
 
@@ -89,7 +94,7 @@ class Engine:
         methods: Sequence[str] = ("hires_cam",),
         options: dict[str, dict] | None = None,
         device: str = "auto",
-        threshold: float | None = None,
+        threshold: float | str | None = None,
         registration: RegistrationConfig | None = None,
     ) -> None:
         self.ensemble = FoldEnsemble(run_dir, device=device)
@@ -103,15 +108,16 @@ class Engine:
         self.settings = method_settings(methods, options, run.grid.shape)
         self.methods = tuple(self.settings)
         classes = self.ensemble.classes
+        self.rule = None
         if threshold is not None:
             if len(classes) != 2:
                 raise ConfigError(
                     f"threshold={threshold} needs a binary classification run; run "
                     f"{run.path} is {run.task.name} with classes {list(classes) or 'none'}."
                 )
-            if isinstance(threshold, bool) or not 0 < float(threshold) < 1:
-                raise ConfigError(f"threshold must be in (0, 1), got {threshold!r}.")
-            threshold = float(threshold)
+            name, threshold = resolve_threshold(run, threshold)
+            if parse_rule(name).kind != "value":  # chosen on the out-of-fold predictions
+                self.rule = f"{name}: p({classes[1]}) >= value"
         self.threshold = threshold
         self.registration = registration or RegistrationConfig()
 
@@ -283,6 +289,7 @@ class Engine:
             out["threshold"] = {"rule": "highest probability", "value": None}
         else:
             call = classes[1] if probs[classes[1]] >= self.threshold else classes[0]
-            out["threshold"] = {"rule": f"p({classes[1]}) >= value", "value": self.threshold}
+            rule = f"p({classes[1]}) >= value"
+            out["threshold"] = {"rule": self.rule or rule, "value": self.threshold}
         out["call"] = call
         return classes.index(call)

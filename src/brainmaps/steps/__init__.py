@@ -1,6 +1,7 @@
 """Steps run on a run folder: each described once and recorded with its options.
 
-``explain`` computes the maps; the analysis steps (``compare``, ``localise``,
+``explain`` computes the maps; the analysis steps (``thresholds``: operating points of
+a binary run, ``compare``, ``localise``,
 ``regions``, ``faithfulness``, ``sanity``, ``masked_eval``, ``roar`` (remove and
 retrain: run only on request, never by the report), ``first_layer``, and ``trust``,
 which gathers their verdicts per method) are registered
@@ -19,6 +20,7 @@ from brainmaps.steps import (
     regions,
     roar,
     sanity,
+    thresholds,
     trust,
 )
 from brainmaps.steps.base import Step, get_step, list_steps, register_step, run_step
@@ -39,5 +41,6 @@ __all__ = [
     "roar",
     "run_step",
     "sanity",
+    "thresholds",
     "trust",
 ]

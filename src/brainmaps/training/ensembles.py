@@ -18,6 +18,7 @@ from brainmaps.models.device import resolve_device
 from brainmaps.models.predict import predict_volumes
 from brainmaps.run.folder import RunFolder, open_run
 from brainmaps.tasks import get_task
+from brainmaps.training.oof_thresholds import resolve_threshold
 
 __all__ = ["FoldEnsemble", "fold_checkpoints", "predict_run"]
 
@@ -155,7 +156,10 @@ class FoldEnsemble:
         dict
             Classification: ``p_<class>`` (mean probability over the models),
             ``std_<class>`` (their spread) and ``predicted`` (the class of the highest
-            mean probability). Regression: ``prediction`` and ``prediction_std``.
+            mean probability); for two classes also ``score``, the mean over the models
+            of the pre-sigmoid score log(p_pos / p_neg) (probabilities clipped to
+            [1e-7, 1 - 1e-7]; the risk score of Lu et al. 2022). Regression:
+            ``prediction`` and ``prediction_std``.
         """
         if not self.task.is_classification:
             return {
@@ -166,6 +170,9 @@ class FoldEnsemble:
         out = {f"p_{name}": mean[:, j] for j, name in enumerate(self.classes)}
         out.update({f"std_{name}": std[:, j] for j, name in enumerate(self.classes)})
         out["predicted"] = np.asarray(self.classes, dtype=object)[mean.argmax(axis=1)]
+        if len(self.classes) == 2:
+            p = np.clip(np.asarray(stacked, dtype=float), 1e-7, 1 - 1e-7)
+            out["score"] = np.log(p[..., 1] / p[..., 0]).mean(axis=0)
         return out
 
 
@@ -175,6 +182,7 @@ def predict_run(
     *,
     device: str = "auto",
     batch_size: int = 4,
+    threshold: str | float | None = None,
 ) -> pd.DataFrame:
     """Predict new scans with the ensemble of a run's fold models.
 
@@ -194,29 +202,47 @@ def predict_run(
         Where the models run.
     batch_size : int
         Volumes per forward pass.
+    threshold : str or float, optional
+        Binary runs: ``"0.5"``, ``"youden"``, ``"sens=0.9"``, ``"spec=0.9"`` or a value in
+        (0, 1); rules are chosen on the run's out-of-fold predictions
+        (:func:`~brainmaps.training.oof_thresholds.resolve_threshold`), never on ``images``.
 
     Returns
     -------
     pandas.DataFrame
         One row per subject: ``path`` (the first channel's file; ``path_<name>`` for the
         other channels), ``p_<class>`` columns and ``predicted`` (class name), or
-        ``prediction`` and ``prediction_std`` for regression, and ``n_models``.
+        ``prediction`` and ``prediction_std`` for regression, and ``n_models``. Binary
+        runs then have ``score`` (mean pre-sigmoid score of the models, see
+        :meth:`FoldEnsemble.summarise`) and ``std_<class>`` (spread of the models'
+        probabilities); with ``threshold`` also ``threshold_rule``, ``threshold`` (on
+        ``p_<classes[1]>``) and ``call`` (``classes[1]`` when ``p >= threshold``).
 
     Raises
     ------
     ConfigError
-        No images, or a subject whose number of files is not the run's channel count.
+        No images, a subject whose number of files is not the run's channel count, or a
+        threshold for a run that is not binary.
     """
     if not images:
         raise ConfigError("no images to predict; give one or more NIfTI files.")
     ensemble = FoldEnsemble(run_dir, device=device)
+    rule = None if threshold is None else resolve_threshold(ensemble.run, threshold)
     subjects = ensemble.subjects(images)
     volumes = np.stack([ensemble.volume(paths) for paths in subjects])
     summary = ensemble.summarise(ensemble.member_outputs(volumes, batch_size=batch_size))
     columns = channel_columns(ensemble.channels)
     table = pd.DataFrame({c: [paths[j] for paths in subjects] for j, c in enumerate(columns)})
     for key, values in summary.items():
-        if not key.startswith("std_"):
+        if not key.startswith("std_") and key != "score":
             table[key] = values
     table["n_models"] = len(ensemble.models)
+    if len(ensemble.classes) == 2:
+        table["score"] = summary["score"]
+        for name in ensemble.classes:
+            table[f"std_{name}"] = summary[f"std_{name}"]
+    if rule is not None:
+        negative, positive = ensemble.classes
+        table["threshold_rule"], table["threshold"] = rule
+        table["call"] = np.where(table[f"p_{positive}"] >= rule[1], positive, negative)
     return table
