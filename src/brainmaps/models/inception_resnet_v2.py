@@ -19,10 +19,11 @@ import torch
 from torch import nn
 
 from brainmaps.exceptions import ConfigError, ShapeError
+from brainmaps.models.inception_transfer_head import TransferHead, transfer_head_grid
 from brainmaps.models.registry import register_model
 from brainmaps.models.xin2019 import _int_tuple, _positive_int
 
-__all__ = ["BatchNormNoScale", "Concat", "InceptionResNetV2", "min_input_size"]
+__all__ = ["HEADS", "BatchNormNoScale", "Concat", "InceptionResNetV2", "min_input_size"]
 
 #: Keras' BatchNormalization defaults (epsilon 1e-3, moving-average momentum 0.99).
 _BN_EPS = 1e-3
@@ -31,6 +32,8 @@ _BN_MOMENTUM = 0.01
 SCALES = (0.17, 0.1, 0.2)
 #: Numbers of A, B and C blocks of the paper's network.
 _DEFAULT_BLOCKS = (5, 10, 5)
+#: ``head`` values: the full network, or Lu et al.'s transfer head after the stem.
+HEADS = ("full", "transfer")
 
 
 def _valid(size: int, kernel: int = 3, stride: int = 1) -> int:
@@ -343,6 +346,14 @@ class InceptionResNetV2(nn.Module):
         linear one (scale 1, no activation).
     dropout : float
         Dropout probability before the linear layer.
+    head : {"full", "transfer"}
+        ``"full"`` (default): the whole network above. ``"transfer"``: the stem followed
+        by the head Lu et al. trained on AD after transferring the stem of their sex model
+        (:class:`~brainmaps.models.inception_transfer_head.TransferHead` as
+        ``features.head``: max-pool, two 256-channel 3x3x3 convs, a [max-pool | strided
+        conv] split, 512 channels at ``width=1``; then the same ``classifier``); the
+        A/B/C blocks and reductions are absent (``blocks`` is ignored). Inputs need at
+        least 69 voxels per axis. ``brainmaps train --transfer stem`` picks it.
 
     Attributes
     ----------
@@ -386,8 +397,13 @@ class InceptionResNetV2(nn.Module):
         width: float = 1.0,
         blocks: Sequence[int] = _DEFAULT_BLOCKS,
         dropout: float = 0.5,
+        head: str = "full",
     ) -> None:
         super().__init__()
+        if head not in HEADS:
+            raise ConfigError(
+                f"InceptionResNetV2 parameter head must be one of {HEADS}, got {head!r}."
+            )
         in_channels = _positive_int("in_channels", in_channels)
         n_classes = _positive_int("n_classes", n_classes)
         shape = _int_tuple("input_shape", input_shape, length=3)
@@ -410,8 +426,10 @@ class InceptionResNetV2(nn.Module):
             raise ConfigError(
                 f"InceptionResNetV2 parameter dropout must be in [0, 1), got {dropout!r}."
             )
+        if head == "transfer":
+            _check_transfer_shape(shape)
         too_small = [s for s in shape if _grids(s)[-1] < 1]
-        if too_small:
+        if too_small and head == "full":
             raise ShapeError(
                 f"InceptionResNetV2 parameter input_shape={list(shape)} is too small for the "
                 f"stem and the two reductions: every axis needs at least {min_input_size()} "
@@ -425,11 +443,16 @@ class InceptionResNetV2(nn.Module):
             "blocks": [n_a, n_b, n_c],
             "dropout": float(dropout),
         }
+        if head != "full":  # recorded only when used, so earlier checkpoints keep their config
+            self.config["head"] = head
         self.input_shape = shape
         self.target_layer = "features.conv_7b.relu"
         width = float(width)
 
         stem = Stem(in_channels, width)
+        if head == "transfer":
+            self._transfer_head(stem, width, float(dropout), n_classes)
+            return
         ch = stem.out_channels
         block_a = nn.Sequential(
             OrderedDict(
@@ -471,6 +494,20 @@ class InceptionResNetV2(nn.Module):
             )
         )
 
+    def _transfer_head(self, stem: Stem, width: float, dropout: float, n_classes: int) -> None:
+        """Build ``features`` as the stem + :class:`TransferHead` (``head="transfer"``)."""
+        head = TransferHead(stem.out_channels, _scaled(256, width))
+        self.features = nn.Sequential(OrderedDict(stem=stem, head=head))
+        self.target_layer = "features.head.split.concat"
+        self.classifier = nn.Sequential(
+            OrderedDict(
+                gap=nn.AdaptiveAvgPool3d(1),
+                flatten=nn.Flatten(),
+                dropout=nn.Dropout(dropout),
+                fc=nn.Linear(head.out_channels, n_classes),
+            )
+        )
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map ``(N, C, X, Y, Z)`` inputs to ``(N, n_classes)`` outputs.
 
@@ -487,3 +524,14 @@ class InceptionResNetV2(nn.Module):
                 "model with matching input_shape/in_channels."
             )
         return self.classifier(self.features(x))
+
+
+def _check_transfer_shape(shape: tuple[int, ...]) -> None:
+    """Every axis must survive the stem and Lu et al.'s transfer head."""
+    if any(transfer_head_grid(_grids(s)[1]) < 1 for s in shape):
+        smallest = next(s for s in range(1, 1024) if transfer_head_grid(_grids(s)[1]) >= 1)
+        raise ShapeError(
+            f"InceptionResNetV2 parameter input_shape={list(shape)} is too small for the stem "
+            f"and the transfer head (head='transfer'): every axis needs at least {smallest} "
+            "voxels. Use a finer grid (the paper used 96 x 120 x 86)."
+        )

@@ -47,6 +47,8 @@ __all__ = [
 
 _TASKS = ("auto", "classification", "regression")
 _DEVICES = ("auto", "cpu", "cuda")
+_TRANSFER = ("all", "stem")
+_FREEZE = ("none", "stem")
 
 
 def _positive(section: str, name: str, value: Any, kind: type = int) -> None:
@@ -163,6 +165,23 @@ class TrainingConfig:
         Recompute the BatchNorm running statistics over the training volumes before each
         validation ("precise BN"), so the epoch is picked, and the model kept, as it
         predicts in eval mode; False keeps training's moving averages (brainmaps <= 0.3).
+    init_from : str or None
+        Start every fold from trained weights (transfer learning, Lu et al.): a run folder
+        (fold k starts from its fold k), one fold of a run (``RUN/fold-<k>``: every fold
+        starts from it) or a PyTorch state_dict file (``.pt``/``.pth``) of the same
+        architecture. The source's training subjects must not be the fold's test subjects
+        (see allow_overlap).
+    transfer : {"all", "stem"}
+        What init_from gives: every layer that matches by name and shape but the output
+        layer (kept too when the source predicts the same classes), or only the stem
+        (inception_resnet_v2: features.stem, and Lu et al.'s new head after it; xin2019,
+        gap_cnn: the first conv block).
+    freeze : {"none", "stem"}
+        Keep the transferred stem fixed while training: no gradient, and its BatchNorm
+        normalises with the source's statistics.
+    allow_overlap : bool
+        Train even when the source's training subjects include the fold's test subjects
+        (the test metrics are then optimistic), with a warning and the overlap recorded.
 
     Notes
     -----
@@ -179,6 +198,10 @@ class TrainingConfig:
     val_fraction: float = 0.1
     amp: bool = True
     bn_recalibration: bool = True
+    init_from: str | None = None
+    transfer: str = "all"
+    freeze: str = "none"
+    allow_overlap: bool = False
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -193,6 +216,37 @@ class TrainingConfig:
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"training.seed must be a non-negative integer, got {self.seed!r}.")
         self._check_cv()
+        self._check_transfer()
+
+    def _check_transfer(self) -> None:
+        for name, allowed in (("transfer", _TRANSFER), ("freeze", _FREEZE)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(
+                    f"training.{name} must be one of {', '.join(allowed)}, got "
+                    f"{getattr(self, name)!r}; set it with --{name}."
+                )
+        if self.init_from is not None and (
+            not isinstance(self.init_from, str) or not self.init_from
+        ):
+            raise ConfigError(
+                f"training.init_from must be a path (a run folder, RUN/fold-<k> or a .pt "
+                f"file), got {self.init_from!r}."
+            )
+        if self.init_from is None:
+            given = [
+                f"{name}={getattr(self, name)!r}"
+                for name, default in (
+                    ("transfer", "all"),
+                    ("freeze", "none"),
+                    ("allow_overlap", False),
+                )
+                if getattr(self, name) != default
+            ]
+            if given:
+                raise ConfigError(
+                    f"training.{', '.join(given)} apply only to transfer learning, but no "
+                    "init_from is given; add --init-from SOURCE or drop them."
+                )
 
     def _check_cv(self) -> None:
         from brainmaps.evaluation.sites import CV_SCHEMES
@@ -328,9 +382,11 @@ class RunConfig:
     def resolved(self) -> RunConfig:
         """A copy whose relative paths (source, folds file) are absolute."""
         data = dataclasses.replace(self.data, source=_absolute(self.data.source))
-        folds_file = self.training.folds_file
+        t = self.training
         training = dataclasses.replace(
-            self.training, folds_file=_absolute(folds_file) if folds_file else None
+            t,
+            folds_file=_absolute(t.folds_file) if t.folds_file else None,
+            init_from=_absolute(t.init_from) if t.init_from else None,
         )
         return dataclasses.replace(self, data=data, training=training)
 

@@ -69,7 +69,20 @@ class RunFolder:
 
     @property
     def n_folds(self) -> int:
-        """int : Number of outer folds."""
+        """int : Number of outer folds.
+
+        Raises
+        ------
+        ConfigError
+            For a run without a cohort (``brainmaps import-model``: a model trained
+            elsewhere), which only ``predict`` and ``serve`` can use.
+        """
+        if self.folds.empty:
+            raise ConfigError(
+                f"run {self.path} has no cohort and no folds (a model imported with "
+                "'brainmaps import-model', trained elsewhere): only 'brainmaps predict' and "
+                "'brainmaps serve' apply to it; train a run on a cohort for the other steps."
+            )
         return int(self.folds["fold"].max()) + 1
 
     @property
@@ -169,6 +182,8 @@ def _read_tsv(path: Path) -> pd.DataFrame:
 def _task(config: RunConfig, table: pd.DataFrame) -> Task:
     """Classification iff ``y`` holds the integers 0..K-1 (or the config says so)."""
     name = config.data.task
+    if table.empty and name != "auto":  # an imported model: no cohort (classes in model.pt)
+        return get_task(name)
     y = pd.to_numeric(table["y"], errors="coerce").to_numpy(dtype=float)
     if name == "auto":
         codes = np.unique(y)

@@ -48,6 +48,7 @@ from brainmaps.run.layout import RunLayout
 from brainmaps.run.lock import run_lock
 from brainmaps.tasks import Task, get_task
 from brainmaps.training.loop import train_model
+from brainmaps.training.transfer import plan_transfer, with_transfer_head
 from brainmaps.utils import write_tsv
 
 __all__ = ["RunResult", "TrainingDivergedError", "load_run_cohort", "train_run"]
@@ -207,6 +208,10 @@ def _prepare(config: RunConfig, layout: RunLayout) -> tuple:
     folds = _assign_folds(config, cohort)
     roles = _fold_roles(config, cohort, folds)
     _check_model(config, cohort)
+    n_channels = max(len(cohort.channels), 1)
+    plan = plan_transfer(
+        config, cohort.classes, cohort.task, roles, _model_config(config, cohort, n_channels)
+    )
     _check_run_folder(config, layout)
     volumes = cache_channels(
         cohort.table,
@@ -221,7 +226,7 @@ def _prepare(config: RunConfig, layout: RunLayout) -> tuple:
     write_execution(layout, execution)
     write_tsv(table, layout.cohort)
     write_tsv(roles, layout.folds)
-    return cohort, volumes, roles
+    return cohort, volumes, roles, plan
 
 
 def _metadata(config: RunConfig, cohort: Cohort, model_config: dict, fold: int) -> dict:
@@ -246,7 +251,7 @@ def _in_channels(volumes: CachedVolumes) -> int:
     return int(shape[0]) if len(shape) == 4 else 1
 
 
-def _train_fold(config, cohort, volumes, roles, k: int, layout: RunLayout) -> None:
+def _train_fold(config, cohort, volumes, roles, k: int, layout: RunLayout, plan=None) -> None:
     t, execution = config.training, config.execution
     fold_roles = roles.loc[roles["fold"] == k, "role"].to_numpy()
     train_idx, val_idx, test_idx = (
@@ -255,6 +260,7 @@ def _train_fold(config, cohort, volumes, roles, k: int, layout: RunLayout) -> No
     model_config = _model_config(config, cohort, _in_channels(volumes))
     torch.manual_seed(t.seed + k)
     model = create_model(config.model.name, **model_config)
+    transfer = plan.apply(model, k) if plan is not None else None
     start = time.perf_counter()
     result = train_model(
         model,
@@ -295,6 +301,8 @@ def _train_fold(config, cohort, volumes, roles, k: int, layout: RunLayout) -> No
     meta = _metadata(config, cohort, model_config, k)
     meta["best_epoch"] = int(result.best_epoch)
     meta["train_seconds"] = round(time.perf_counter() - start, 3)
+    if transfer is not None:
+        meta["transfer"] = transfer
     if result.target_stats is not None:
         meta["target_stats"] = [float(v) for v in result.target_stats]
     save_checkpoint(layout.checkpoint(k), result.state_dict, meta)  # written last: fold done
@@ -396,20 +404,20 @@ def train_run(config: RunConfig, *, progress: bool | None = None) -> RunResult:
         a leaking user split, a model that does not fit the grid, a run folder that holds
         another configuration or that another process is writing, a diverging fold.
     """
-    config = config.resolved()
+    config = with_transfer_head(config.resolved())
     if progress is not None:
         config = config.replace(execution=replace(config.execution, progress=bool(progress)))
     layout = RunLayout(config.out)
     _check_out(layout)
     with run_lock(layout.lock, "brainmaps train"):
-        cohort, volumes, roles = _prepare(config, layout)
+        cohort, volumes, roles, plan = _prepare(config, layout)
         n_folds = int(roles["fold"].max()) + 1
         resumed = []
         for k in range(n_folds):
             if _fold_done(layout, k, cohort, roles):
                 resumed.append(k)
                 continue
-            _train_fold(config, cohort, volumes, roles, k, layout)
+            _train_fold(config, cohort, volumes, roles, k, layout, plan)
         predictions = pd.concat(
             [_read_predictions(layout.fold_predictions(k)) for k in range(n_folds)],
             ignore_index=True,
