@@ -18,6 +18,7 @@ from brainmaps.cli import (
     explain,
     faithfulness,
     first_layer,
+    import_model,
     layers,
     localise,
     masked_eval,
