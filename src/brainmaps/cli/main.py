@@ -44,6 +44,7 @@ _COMMANDS = (
     preprocess,
     train,
     predict,
+    import_model,
     thresholds,
     explain,
     compare,
