@@ -25,16 +25,19 @@ def analysed(tiny_run, tmp_path_factory):
 def test_every_step_is_written_then_kept(analysed):
     run_dir, first = analysed
     assert list(first) == list(STEPS)
-    # ROAR retrains models: analyse_run only names its command
+    # ROAR retrains models, clinical needs the user's columns: analyse_run names the commands
     first = dict(first)
     roar = first.pop("roar")
     assert roar.startswith("skipped: retrains") and f"brainmaps roar {run_dir}" in roar
+    clinical = first.pop("clinical")
+    assert clinical.startswith("skipped: the clinical columns") and "--measures" in clinical
     assert all(status.startswith("written") for status in first.values()), first
     for name in ("overlap", "localisation", "regions_aal", "faithfulness", "sanity",
                  "sanity_summary", "masked_eval", "trust"):  # fmt: skip
         assert (run_dir / "analysis" / f"{name}.tsv").is_file()
     again = analyse_run(run_dir, faithfulness_subjects=6, progress=False, log=None)
     assert again.pop("roar").startswith("skipped: retrains")
+    assert again.pop("clinical").startswith("skipped")
     assert all(status.startswith("current") for status in again.values()), again
 
 

@@ -23,6 +23,7 @@ from brainmaps.reports import build_report, render_report
 from brainmaps.reports import figures as report_figures
 from brainmaps.reports.sections import SECTIONS, dice_matrix, mean_std_table
 from brainmaps.run.folder import open_run
+from brainmaps.steps.clinical import clinical_run
 from brainmaps.steps.thresholds import thresholds
 from brainmaps.steps.trust import trust_run
 
@@ -165,6 +166,7 @@ def make_report_run(tiny_run: Path, dest: Path, *, analysis: bool = True) -> Pat
         write_fake_analysis(run_dir, open_run(run_dir).classes)
         write_fake_baselines(run_dir)
         thresholds(run_dir, n_bootstrap=50)
+        clinical_run(run_dir, measures=["age"], covariates=["sex"], n_permutations=200)
     return run_dir
 
 
@@ -190,15 +192,15 @@ def test_every_section_is_present_and_computed(full_report):
     for number, title in enumerate(TITLES, start=1):
         assert f"<h2>{number}. {title}</h2>" in html
     assert "Not computed" not in html and "could not be drawn" not in html
-    assert html.count("<section") == len(TITLES) == 14
+    assert html.count("<section") == len(TITLES) == 15
 
 
 def test_every_image_is_an_embedded_png(full_report):
     _, html = full_report
     sources = img_sources(html)
-    # ROC, operating points, baseline importance, 2 methods' maps, Dice, localisation ROC,
-    # faithfulness, sanity (cascading randomisation), ROAR / KAR accuracy
-    assert len(sources) == 10
+    # ROC, operating points, score vs age (clinical), baseline importance, 2 methods' maps,
+    # Dice, localisation ROC, faithfulness, sanity (cascading randomisation), ROAR / KAR
+    assert len(sources) == 11
     for src in sources:
         assert src.startswith("data:image/png;base64,")
         data = base64.b64decode(src.split(",", 1)[1], validate=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 from brainmaps import __version__
 from brainmaps.cli import (
     baseline,
+    clinical,
     compare,
     demo,
     explain,
@@ -46,6 +47,7 @@ _COMMANDS = (
     predict,
     import_model,
     thresholds,
+    clinical,
     explain,
     compare,
     regions,

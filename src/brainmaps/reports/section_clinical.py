@@ -38,15 +38,12 @@ def plot_score_vs_measures(frame: pd.DataFrame, measures: list[str], dpi: int = 
     return figure_to_png(fig, dpi=dpi)
 
 
-def clinical_section(run: RunFolder, table, figure, block) -> list[dict] | None:
-    """Blocks of the section (``None`` when ``brainmaps clinical`` has not run).
-
-    ``table``, ``figure`` and ``block`` are the block builders of
-    :mod:`brainmaps.reports.sections`.
-    """
+def clinical_section(run: RunFolder) -> list[dict] | None:
+    """Blocks of the "Clinical measures" section (``None`` before ``brainmaps clinical``)."""
     path = run.layout.analysis("clinical")
     if not path.is_file():
         return None
+    from brainmaps.reports.sections import block, figure, table
     from brainmaps.steps.clinical import clinical_frame
 
     df = pd.read_csv(path, sep="\t", keep_default_na=False, na_values=[""])

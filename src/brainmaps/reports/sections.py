@@ -27,6 +27,7 @@ from brainmaps.analysis.sanity import MODEL_CHECK
 from brainmaps.analysis.trust import LOCALISATION_BOUND, LOCALISATION_CHANCE
 from brainmaps.exceptions import BrainmapsError, BrainmapsWarning
 from brainmaps.reports import figures
+from brainmaps.reports.section_clinical import clinical_section
 from brainmaps.reports.section_thresholds import thresholds_section
 from brainmaps.run.folder import RunFolder, open_run
 from brainmaps.run.stages import read_stage
@@ -521,6 +522,7 @@ SECTIONS: tuple[tuple[str, str, Callable, str], ...] = (
     ("summary", "Summary", _summary, "brainmaps train"),
     ("performance", "Performance", _performance, "brainmaps train"),
     ("thresholds", "Operating points", thresholds_section, "thresholds"),
+    ("clinical", "Clinical measures", clinical_section, "clinical"),
     ("maps", "Attribution maps", _maps, "brainmaps explain"),
     ("trust", "Trust: what the checks found per method", _trust, "trust"),
     ("overlap", "Overlap between methods", _overlap, "compare"),

@@ -1,7 +1,8 @@
 """Steps run on a run folder: each described once and recorded with its options.
 
 ``explain`` computes the maps; the analysis steps (``thresholds``: operating points of
-a binary run, ``compare``, ``localise``,
+a binary run, ``clinical`` (the score against clinical measures: run only on request),
+``compare``, ``localise``,
 ``regions``, ``faithfulness``, ``sanity``, ``masked_eval``, ``roar`` (remove and
 retrain: run only on request, never by the report), ``first_layer``, and ``trust``,
 which gathers their verdicts per method) are registered
@@ -12,6 +13,7 @@ writes ``stages/<name>.yaml`` with the options that made its outputs (see
 """
 
 from brainmaps.steps import (
+    clinical,
     compare,
     faithfulness,
     first_layer,
@@ -28,6 +30,7 @@ from brainmaps.steps.explain import explain
 
 __all__ = [
     "Step",
+    "clinical",
     "compare",
     "explain",
     "faithfulness",
