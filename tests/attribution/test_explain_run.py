@@ -268,6 +268,10 @@ def test_cli_explain_with_options_and_native_space(explained, capsys):
     assert drop.shape == open_run(run_dir).grid.shape
     assert np.isfinite(drop.get_fdata()).all() and np.abs(drop.get_fdata()).max() <= 1
     run = open_run(run_dir)
+    folds = [nib.load(run.layout.occlusion_cohort_map(k)).get_fdata() for k in range(run.n_folds)]
+    weights = [len(run.indices(k, "test")) for k in range(run.n_folds)]
+    mean = np.average(np.stack(folds), axis=0, weights=weights)  # the mean of the fold maps
+    np.testing.assert_allclose(drop.get_fdata(), mean, atol=1e-6)
     source = nib.load(run.table["path"].iloc[0])
     native = nib.load(run_dir / "maps" / "gradient" / "native" / "sub-0001.nii.gz")
     assert native.shape == source.shape

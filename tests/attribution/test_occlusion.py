@@ -382,3 +382,26 @@ def test_batch_invariant_and_leaves_no_hooks_after_errors():
     with pytest.raises(RuntimeError, match="boom"):
         OcclusionEngine(boom, x[:1], window_grid(x.shape[2:], 4, 3, 1.0).boxes())
     assert not boom.conv._forward_hooks and not boom.conv._forward_pre_hooks
+
+
+class TwoChannelPresence(nn.Module):
+    """Class 0 while channel 0 or channel 1 still holds anything in the cube: only a window
+    that blanks the cube in *both* channels flips it (BrainImageNet's GMD + GMV)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x[(slice(None), slice(0, 2), *CubeSum.box)].sum(dim=(1, 2, 3, 4))
+        return torch.stack([s, torch.full_like(s, 1e-3)], dim=1)
+
+
+def test_accuracy_map_occludes_every_channel_together():
+    """The same answer as one channel: a cube blanked in one channel only would flip nothing."""
+    volumes = torch.rand(3, 2, 12, 13, 11) + 0.5
+    labels = np.zeros(3, dtype=int)
+    two = occlusion_accuracy_map(
+        TwoChannelPresence().eval(), volumes, labels, window_mm=6, stride_mm=2, voxel_size=1.0
+    )
+    one = occlusion_accuracy_map(
+        CubePresence().eval(), volumes[:, :1], labels, window_mm=6, stride_mm=2, voxel_size=1.0
+    )
+    assert two.max() > 0.5  # some windows flip every subject's prediction
+    np.testing.assert_allclose(two, one, atol=1e-6)

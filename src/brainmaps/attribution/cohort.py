@@ -384,8 +384,10 @@ def occlusion_cohort_map(
 
     For each fold, the fold model classifies its own test subjects with a cube occluded
     at every position (:func:`~brainmaps.attribution.occlusion.occlusion_accuracy_map`);
-    the per-fold maps are averaged, weighted by the number of test subjects, and
-    written to ``<run>/maps/occlusion/cohort_accuracy_drop.nii.gz``.
+    each fold's map is written to ``<run>/maps/occlusion/cohort_accuracy_drop_fold-<k>.nii.gz``
+    and their mean, weighted by the number of test subjects, to
+    ``cohort_accuracy_drop.nii.gz``. A run with several input channels (BrainImageNet's
+    grey-matter density and volume) has every channel of a cube occluded together.
 
     Parameters
     ----------
@@ -402,7 +404,7 @@ def occlusion_cohort_map(
     Returns
     -------
     pathlib.Path
-        The written map.
+        The written mean map.
     """
     from brainmaps.attribution.occlusion import occlusion_accuracy_map
 
@@ -428,7 +430,9 @@ def occlusion_cohort_map(
             fill=fill,
             voxel_size=run.grid.voxel_size,
         )
-        total += np.asarray(drop, dtype=np.float64) * len(idx)
+        drop = np.asarray(drop, dtype=np.float32)
+        save_img(run.grid.to_img(drop), run.layout.occlusion_cohort_map(k))
+        total += drop.astype(np.float64) * len(idx)
     out = run.layout.occlusion_cohort_map()
     save_img(run.grid.to_img((total / len(run.table)).astype(np.float32)), out)
     return out

@@ -207,9 +207,10 @@ class RunLayout:
             if p.is_dir() and p.name.startswith("channel-")
         )
 
-    def occlusion_cohort_map(self) -> Path:
-        """``maps/occlusion/cohort_accuracy_drop.nii.gz``."""
-        return self.maps_dir("occlusion") / "cohort_accuracy_drop.nii.gz"
+    def occlusion_cohort_map(self, fold: int | None = None) -> Path:
+        """``maps/occlusion/cohort_accuracy_drop.nii.gz`` (``..._fold-<k>.nii.gz``: one fold)."""
+        name = "cohort_accuracy_drop" if fold is None else f"cohort_accuracy_drop_fold-{fold}"
+        return self.maps_dir("occlusion") / f"{name}.nii.gz"
 
     def map_methods(self) -> list[str]:
         """Folders under ``maps/`` that hold a ``maps.tsv``, sorted."""
