@@ -41,6 +41,11 @@ def test_leave_sites_out_run(site_cohort, tmp_path):
     assert len(result.metrics) == 2 + 2  # two folds, mean, std
     saved = (tmp_path / "run" / "config.yaml").read_text()
     assert "cv: leave-sites-out" in saved
+    from brainmaps.reports import build_report
+
+    html = build_report(tmp_path / "run").read_text()
+    assert "leave sites out: whole sites per test fold" in html
+    assert "per fold and test site (no site is in the training data" in html
 
 
 def test_leave_one_site_out_and_refusals(site_cohort, tmp_path):

@@ -213,6 +213,13 @@ def test_overlap_is_refused_allowed_with_a_warning_and_absent_for_other_subjects
     overlaps = [load_checkpoint(tmp_path / "b" / f"fold-{k}" / "model.pt")[1]["transfer"]
                 ["overlap"] for k in range(3)]  # fmt: skip
     assert overlaps[0] == 0 and overlaps[1] > 0 and overlaps[2] > 0
+    from brainmaps.reports.section_protocol import protocol_facts, transfer_warning
+
+    warning = transfer_warning(open_run(tmp_path / "b"))  # what the report's summary says
+    assert "optimistic" in warning and f"fold 1: {overlaps[1]}" in warning
+    assert ("initialised from", f"{one_fold} (all layers)") in protocol_facts(
+        open_run(tmp_path / "b")
+    )
     disjoint = tiny_config(other_cohort, tmp_path / "d", tmp_path / "c", epochs=1,
                            init_from=one_fold, transfer="stem", freeze="stem")  # fmt: skip
     with warnings.catch_warnings():
@@ -221,6 +228,7 @@ def test_overlap_is_refused_allowed_with_a_warning_and_absent_for_other_subjects
     meta = load_checkpoint(tmp_path / "d" / "fold-2" / "model.pt")[1]
     assert meta["transfer"]["overlap"] == 0 and meta["transfer"]["n_frozen"] == 7
     assert open_run(tmp_path / "d").config.training.init_from == one_fold
+    assert transfer_warning(open_run(tmp_path / "d")) is None
 
 
 def test_transferred_model_learns_in_fewer_epochs_than_scratch(tiny_run, other_cohort, tmp_path):

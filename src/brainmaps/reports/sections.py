@@ -28,6 +28,7 @@ from brainmaps.analysis.trust import LOCALISATION_BOUND, LOCALISATION_CHANCE
 from brainmaps.exceptions import BrainmapsError, BrainmapsWarning
 from brainmaps.reports import figures
 from brainmaps.reports.section_clinical import clinical_section
+from brainmaps.reports.section_protocol import protocol_facts, site_blocks, transfer_warning
 from brainmaps.reports.section_thresholds import thresholds_section
 from brainmaps.run.folder import RunFolder, open_run
 from brainmaps.run.stages import read_stage
@@ -147,12 +148,14 @@ def _summary(run: RunFolder) -> list[dict]:
                 ("model", " ".join([str(model.get("name", "?")), *options])),
                 ("grid", grid),
                 ("folds", str(run.n_folds)),
+                *protocol_facts(run),
                 ("epochs", str(training.get("epochs", "?"))),
                 ("trained", trained.strftime("%Y-%m-%d %H:%M") if trained else "unknown"),
                 ("report", f"brainmaps {__version__}, {dt.datetime.now():%Y-%m-%d %H:%M}"),
                 ("source cohort", str((cfg.get("data") or {}).get("source", "?"))),
             ],
-        )
+        ),
+        *([block("note", warning)] if (warning := transfer_warning(run)) else []),
     ]
 
 
@@ -190,6 +193,7 @@ def _performance(run: RunFolder) -> list[dict] | None:
         summary.insert(0, "fold", "mean ± std")
         shown = pd.concat([per_fold.drop(columns="n_test", errors="ignore"), summary])
         blocks.append(table(shown, "Out-of-fold test metrics per fold."))
+        blocks += site_blocks(run, table, block)
     if preds.is_file():
         df = _read(preds)
         if run.task.is_classification and all(f"p_{c}" in df for c in run.classes):
