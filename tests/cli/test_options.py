@@ -34,3 +34,21 @@ def test_only_given_options_override():
     assert overrides(parser.parse_args([]), options) == {}
     given = overrides(parser.parse_args(["--epochs", "3", "--no-amp"]), options)
     assert given == {"training": {"epochs": 3, "amp": False}}
+
+
+def test_model_options_from_the_command_line(tmp_path):
+    import pytest
+
+    from brainmaps.cli.main import build_parser
+    from brainmaps.exceptions import ConfigError
+
+    parser = build_parser()
+    base = ["train", str(tmp_path), "--target", "group", "--model", "inception_resnet_v2"]
+    args = parser.parse_args(
+        [*base, "--model-option", "width=0.25", "--model-option", "blocks=[1, 1, 1]"]
+    )
+    config = train.config_from_args(args)
+    assert config.model.options == {"width": 0.25, "blocks": [1, 1, 1]}
+    assert config.model.name == "inception_resnet_v2"
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        train.config_from_args(parser.parse_args([*base, "--model-option", "width"]))

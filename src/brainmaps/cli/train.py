@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+import yaml
+
 from brainmaps.cli._args import argument_type
 from brainmaps.cli.options import add_config_options, config_options, overrides
 from brainmaps.data.preprocess import PreprocessConfig, parse_grid
@@ -46,6 +48,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("source", nargs="?", help="cohort table (TSV/CSV) or BIDS folder")
     p.add_argument("--out", help="run folder (default runs/run)")
     p.add_argument("--config", help="a config.yaml to replay; other options override it")
+    p.add_argument(
+        "--model-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an option of the architecture, e.g. --model-option width=0.25 --model-option "
+        "'blocks=[1,1,1]' for inception_resnet_v2 (repeatable; model.options in config.yaml)",
+    )
     add_config_options(p, OPTIONS)
     p.set_defaults(run=run)
 
@@ -61,11 +71,30 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         raw["out"] = args.out
     for section, values in overrides(args, OPTIONS).items():
         raw[section].update(values)
+    if args.model_option:
+        raw["model"]["options"] = {**(raw["model"].get("options") or {}), **_model_options(args)}
     for key in ("source", "target"):
         if not raw["data"].get(key):
             hint = "SOURCE argument" if key == "source" else "--target COLUMN"
             raise ConfigError(f"no {key} given; pass the {hint} or a --config file.")
     return RunConfig.from_dict(raw, origin=args.config or "command line")
+
+
+def _model_options(args: argparse.Namespace) -> dict:
+    """``--model-option KEY=VALUE`` items as a mapping (values read as YAML)."""
+    options = {}
+    for item in args.model_option:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(
+                f"--model-option {item!r} is not KEY=VALUE (e.g. --model-option width=0.25)."
+            )
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            parsed = value
+        options[key.strip()] = parsed
+    return options
 
 
 def run(args: argparse.Namespace) -> int:
