@@ -41,6 +41,17 @@ def test_leave_sites_out_run(site_cohort, tmp_path):
     assert len(result.metrics) == 2 + 2  # two folds, mean, std
     saved = (tmp_path / "run" / "config.yaml").read_text()
     assert "cv: leave-sites-out" in saved
+    # a second run on the same folds: --folds-file takes a run folder (its cohort.tsv)
+    again = tiny_config(
+        site_cohort,
+        tmp_path / "same",
+        tmp_path / "cache",
+        epochs=1,
+        folds_file=str(tmp_path / "run"),
+    )
+    train_run(again, progress=False)
+    second = pd.read_csv(tmp_path / "same" / "cohort.tsv", sep="\t", dtype=str)
+    assert second.set_index("subject")["test_fold"].equals(cohort.set_index("subject")["test_fold"])
     from brainmaps.reports import build_report
 
     html = build_report(tmp_path / "run").read_text()

@@ -300,6 +300,10 @@ def folds_table(subjects, folds, sessions=None) -> pd.DataFrame:
 def read_folds(path: str | os.PathLike) -> pd.DataFrame:
     """Read a user-supplied split: a TSV/CSV with ``subject`` and ``fold`` columns.
 
+    A run folder (or its ``cohort.tsv``, whose ``test_fold`` column is the fold) gives that
+    run's outer folds, so a second run (e.g. a transfer target) can be tested on exactly
+    the same subjects per fold.
+
     Returns
     -------
     pandas.DataFrame
@@ -313,9 +317,16 @@ def read_folds(path: str | os.PathLike) -> pd.DataFrame:
         If a subject is listed in two folds.
     """
     path = Path(path)
+    if path.is_dir() and (path / "cohort.tsv").is_file():
+        path = path / "cohort.tsv"
     if not path.is_file():
-        raise ConfigError(f"folds file {path} does not exist; check the --folds-file path.")
+        raise ConfigError(
+            f"folds file {path} does not exist; give a TSV with subject and fold columns, or "
+            "a run folder, with --folds-file."
+        )
     table = pd.read_csv(path, sep=None, engine="python", dtype={"subject": str})
+    if "fold" not in table and "test_fold" in table:  # a run's cohort.tsv
+        table = table.rename(columns={"test_fold": "fold"})
     missing = {"subject", "fold"} - set(table.columns)
     if missing:
         raise ConfigError(

@@ -313,9 +313,10 @@ def _check_overlap(plan: TransferPlan, roles: pd.DataFrame) -> None:
     )
     if not t.allow_overlap:
         raise DataLeakageError(
-            f"{text} and the test metrics would be optimistic. Train the source without "
-            "them (e.g. the same split with --folds-file), or pass --allow-overlap to accept "
-            "it (warned and recorded in each fold's model.pt)."
+            f"{text} and the test metrics would be optimistic. Test on the source's own folds "
+            f"(--folds-file {source.run or 'SOURCE_RUN'}: each fold then starts from the "
+            "source fold that never saw its test subjects), train the source without them, "
+            "or pass --allow-overlap to accept it (warned and recorded in each fold's model.pt)."
         )
     warnings.warn(
         f"{text}; allowed (--allow-overlap): the test metrics are optimistic.",
