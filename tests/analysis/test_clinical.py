@@ -103,6 +103,10 @@ def test_clinical_table_finds_what_was_planted():
     assert perm.loc["progression", "p_value"] < 0.01 and perm.loc["progression", "effect_size"] > 1
     assert perm.loc["progression", "n"] == 60  # controls have no progression: left out
     assert perm.loc["batch", "p_value"] > 0.01
+    assert perm.loc["progression", "p_fdr"] == pytest.approx(perm.loc["progression", "p_value"])
+    sites = table[(table["analysis"] == "spearman")]
+    assert (sites["p_fdr"] >= sites["p_value"] - 1e-12).all()  # adjusted upward
+    assert table.loc[table["analysis"] == "ols", "p_fdr"].isna().all()
 
 
 def test_clinical_table_refuses_bad_columns():

@@ -55,7 +55,7 @@ def test_leave_sites_out_run(site_cohort, tmp_path):
     from brainmaps.reports import build_report
 
     html = build_report(tmp_path / "run").read_text()
-    assert "leave sites out: whole sites per test fold" in html
+    assert "leave sites out: whole sites per test fold; every site in one test fold" in html
     assert "per fold and test site (no site is in the training data" in html
 
 

@@ -40,6 +40,7 @@ COLUMNS = [
     "ci_low",
     "ci_high",
     "p_value",
+    "p_fdr",
 ]
 _EPS = 1e-7
 
@@ -222,7 +223,8 @@ def clinical_table(
     pandas.DataFrame
         :data:`COLUMNS`: ``analysis`` is ``spearman`` (estimate rho), ``ols`` (estimate
         the coefficient, with its 95 % CI) or ``permutation`` (estimate the difference of
-        mean scores, effect size Cohen's d).
+        mean scores, effect size Cohen's d); ``p_fdr`` adjusts the p-values within each
+        measure's correlations and each subgroup column's comparisons (Benjamini-Hochberg).
 
     Raises
     ------
@@ -242,4 +244,26 @@ def clinical_table(
     rows = _spearman_rows(frame, measures, label)
     rows += _ols_rows(frame, label, covariates)
     rows += _subgroup_rows(frame, subgroups, n_permutations, seed)
-    return pd.DataFrame(rows).reindex(columns=COLUMNS)
+    table = pd.DataFrame(rows).reindex(columns=COLUMNS)
+    return _with_fdr(table)
+
+
+def _with_fdr(table: pd.DataFrame) -> pd.DataFrame:
+    """``p_fdr``: Benjamini-Hochberg q-values within each family of tests.
+
+    A family is one measure's correlations (overall and per class) or one subgroup
+    column's pairwise comparisons (e.g. the 15 pairs of 6 sites); OLS rows keep their own
+    p-values (one model).
+    """
+    from brainmaps.evaluation.statistics import benjamini_hochberg
+
+    table = table.copy()
+    for (analysis, _), part in table.groupby(["analysis", "variable"], sort=False):
+        p = part["p_value"].to_numpy(dtype=float)
+        ok = np.isfinite(p)
+        if analysis == "ols" or not ok.any():
+            continue
+        q = np.full(len(p), np.nan)
+        q[ok] = benjamini_hochberg(p[ok])
+        table.loc[part.index, "p_fdr"] = q
+    return table

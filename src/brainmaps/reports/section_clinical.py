@@ -14,11 +14,11 @@ __all__ = ["clinical_section", "plot_score_vs_measures"]
 
 _KINDS = {
     "spearman": ("Spearman correlation of the score with each measure", ["variable", "within",
-                 "n", "estimate", "p_value"]),
+                 "n", "estimate", "p_value", "p_fdr"]),
     "ols": ("OLS: score ~ class + covariates (coefficient, 95 % CI)", ["variable", "level",
             "n", "estimate", "ci_low", "ci_high", "p_value"]),
     "permutation": ("Subgroups: difference of mean scores, permutation test, Cohen's d",
-                    ["variable", "level", "n", "estimate", "effect_size", "p_value"]),
+                    ["variable", "level", "n", "estimate", "effect_size", "p_value", "p_fdr"]),
 }  # fmt: skip
 
 

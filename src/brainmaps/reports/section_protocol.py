@@ -25,7 +25,18 @@ _CV = {
 def protocol_facts(run: RunFolder) -> list[tuple[str, str]]:
     """``(name, value)`` facts for the summary: the CV scheme and the transfer source."""
     training = run.config.training
-    facts = [("cross-validation", _CV.get(training.cv, training.cv))]
+    scheme = _CV.get(training.cv, training.cv)
+    if training.cv == "file":
+        scheme = f"folds from {training.folds_file}"
+    sites = run.table["site"].astype(str) if "site" in run.table else pd.Series(dtype=str)
+    if sites.replace("", pd.NA).nunique() > 1:
+        per_site = run.table.assign(site=sites).groupby("site")["test_fold"].nunique()
+        scheme += (
+            "; every site in one test fold"
+            if (per_site == 1).all()
+            else "; sites are split across test folds (a site's scans are trained on and tested)"
+        )
+    facts = [("cross-validation", scheme)]
     if training.init_from:
         how = f"{training.transfer} layers" + (", stem frozen" if training.freeze == "stem" else "")
         facts.append(("initialised from", f"{training.init_from} ({how})"))
