@@ -30,6 +30,7 @@ from brainmaps import __version__
 from brainmaps.data.cache import CachedVolumes
 from brainmaps.data.cohort import Cohort, load_cohort
 from brainmaps.data.stacked import cache_channels, slot_columns
+from brainmaps.evaluation.bias import apply_bias, bias_metrics, fit_bias
 from brainmaps.evaluation.metrics import summarize_folds, task_metrics
 from brainmaps.evaluation.sites import make_site_folds
 from brainmaps.evaluation.splitters import (
@@ -38,7 +39,7 @@ from brainmaps.evaluation.splitters import (
     make_folds,
     read_folds,
 )
-from brainmaps.exceptions import BrainmapsError, ConfigError
+from brainmaps.exceptions import BrainmapsError, BrainmapsWarning, ConfigError
 from brainmaps.models import create_model
 from brainmaps.models.checkpoints import load_checkpoint, save_checkpoint
 from brainmaps.models.predict import predict_volumes
@@ -296,9 +297,16 @@ def _train_fold(config, cohort, volumes, roles, k: int, layout: RunLayout, plan=
             f"fold {k}: the trained model predicts non-finite values; training diverged. "
             f"Lower the learning rate (--lr, now {t.lr:g}) and run the same command again."
         )
-    write_tsv(_prediction_frame(cohort, test_idx, outputs, k), layout.fold_predictions(k))
+    frame = _prediction_frame(cohort, test_idx, outputs, k)
+    bias = None
+    if not _task(cohort).is_classification:
+        bias = _fit_fold_bias(config, cohort, model, volumes, val_idx, result.target_stats, k)
+        frame = _with_bias(frame, bias, result.target_stats)
+    write_tsv(frame, layout.fold_predictions(k))
     write_tsv(result.history, layout.fold_history(k))
     meta = _metadata(config, cohort, model_config, k)
+    if bias is not None:
+        meta["bias"] = bias
     meta["best_epoch"] = int(result.best_epoch)
     meta["train_seconds"] = round(time.perf_counter() - start, 3)
     if transfer is not None:
@@ -306,6 +314,52 @@ def _train_fold(config, cohort, volumes, roles, k: int, layout: RunLayout, plan=
     if result.target_stats is not None:
         meta["target_stats"] = [float(v) for v in result.target_stats]
     save_checkpoint(layout.checkpoint(k), result.state_dict, meta)  # written last: fold done
+
+
+def _fit_fold_bias(config, cohort, model, volumes, val_idx, target_stats, k) -> dict | None:
+    """Regression: the line prediction = a + b * y on the fold's inner validation subjects
+    (:func:`brainmaps.evaluation.bias.fit_bias`); None without enough of them."""
+    if len(val_idx) == 0:
+        return None
+    t = config.training
+    val = predict_volumes(
+        model,
+        volumes,
+        val_idx,
+        batch_size=t.batch_size,
+        device=config.execution.device,
+        task=_task(cohort),
+        target_stats=target_stats,
+    )
+    line = fit_bias(cohort.labels[val_idx], val)
+    if line is None:
+        return None
+    if line[1] < 0.2:
+        warnings.warn(
+            f"fold {k}: the validation predictions hardly follow the target (slope "
+            f"{line[1]:.2f} of prediction on target): the model has learnt little of it, and "
+            "the bias-corrected predictions "
+            "mostly give back the true values; do not read their MAE as accuracy.",
+            BrainmapsWarning,
+            stacklevel=2,
+        )
+    return {"intercept": line[0], "slope": line[1], "n_val": len(val_idx)}
+
+
+def _with_bias(frame: pd.DataFrame, bias: dict | None, target_stats) -> pd.DataFrame:
+    """Regression test predictions with ``gap``, ``prediction_corrected``, ``gap_corrected``
+    (NaN without a fitted line) and ``train_mean`` (the predict-the-mean baseline)."""
+    y = frame["y"].to_numpy(dtype=float)
+    pred = frame["prediction"].to_numpy(dtype=float)
+    corrected = (
+        apply_bias(y, pred, bias["intercept"], bias["slope"])
+        if bias is not None
+        else np.full(len(frame), np.nan)
+    )
+    mean = float(target_stats[0]) if target_stats is not None else np.nan
+    return frame.assign(
+        gap=pred - y, prediction_corrected=corrected, gap_corrected=corrected - y, train_mean=mean
+    )
 
 
 def _check_finite(history: pd.DataFrame, k: int, lr: float) -> None:
@@ -369,11 +423,19 @@ def _site_metrics(cohort: Cohort, predictions: pd.DataFrame) -> pd.DataFrame | N
     return pd.DataFrame(rows)
 
 
+#: Columns the bias correction adds to a regression run's predictions (NaN when no line).
+_BIAS_COLUMNS = ("gap", "prediction_corrected", "gap_corrected", "train_mean")
+
+
 def _fold_metrics(cohort: Cohort, predictions: pd.DataFrame) -> pd.DataFrame:
     task = _task(cohort)
     rows = []
     for k, part in predictions.groupby("fold", sort=True):
         m = task_metrics(task, part["y"].to_numpy(), task.outputs_from_frame(part))
+        if "prediction_corrected" in part:  # regression runs since the bias correction
+            num = {c: pd.to_numeric(part[c], errors="coerce") for c in _BIAS_COLUMNS if c in part}
+            mean = num["train_mean"].iloc[0] if "train_mean" in num else None
+            m.update(bias_metrics(part["y"], part["prediction"], num["prediction_corrected"], mean))
         rows.append({"fold": str(k), "n_test": len(part), **m})
     return summarize_folds(pd.DataFrame(rows))
 

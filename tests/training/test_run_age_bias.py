@@ -1,0 +1,57 @@
+"""Regression runs: the bias line is fitted on each fold's validation subjects and applied to
+its test subjects; predictions.tsv and metrics.tsv carry the gap before and after."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from brainmaps.exceptions import BrainmapsWarning
+from brainmaps.models.checkpoints import load_checkpoint
+from brainmaps.training.run import train_run
+from tiny import tiny_config
+
+
+@pytest.fixture(scope="module")
+def age_run(tiny_cohort, tmp_path_factory):
+    base = tmp_path_factory.mktemp("age_bias")
+    config = tiny_config(tiny_cohort, base / "run", base / "cache", val_fraction=0.25)
+    config = config.replace(data=replace(config.data, target="age"))
+    with pytest.warns(BrainmapsWarning, match="hardly follow"):  # the tiny model learns little
+        result = train_run(config, progress=False)
+    return base / "run", result
+
+
+def test_bias_is_fitted_on_validation_subjects_and_applied_to_test_subjects(age_run):
+    run_dir, result = age_run
+    p = result.predictions
+    np.testing.assert_allclose(p["gap"], p["prediction"] - p["y"], atol=1e-4)  # 6 digits
+    np.testing.assert_allclose(p["gap_corrected"], p["prediction_corrected"] - p["y"], atol=1e-4)
+    roles = pd.read_csv(run_dir / "folds.tsv", sep="\t", dtype=str)
+    for k in range(3):
+        meta = load_checkpoint(run_dir / f"fold-{k}" / "model.pt")[1]
+        line = meta["bias"]
+        n_val = int(((roles["fold"] == str(k)) & (roles["role"] == "val")).sum())
+        assert line["n_val"] == n_val > 0
+        part = p[p["fold"] == k]
+        expected = part["prediction"] - (line["intercept"] + line["slope"] * part["y"])
+        np.testing.assert_allclose(part["gap_corrected"], expected, atol=1e-4)
+        assert part["train_mean"].nunique() == 1
+
+
+def test_the_correction_takes_the_gap_off_the_target(age_run):
+    """Measured over training seeds 7, 0, 1 (tiny runs on age, 25 % validation): pooled
+    correlation of the gap with age -0.966, -0.977, -0.972 before and -0.372, 0.002, -0.490
+    after; asserted: after is at least 0.3 closer to zero."""
+    _, result = age_run
+    p = result.predictions
+    before = np.corrcoef(p["gap"], p["y"])[0, 1]
+    after = np.corrcoef(p["gap_corrected"], p["y"])[0, 1]
+    assert before < -0.5
+    assert abs(after) < abs(before) - 0.3
+    m = result.metrics.set_index("fold")
+    for column in ("mae_corrected", "r_gap_y", "r_gap_y_corrected", "mae_mean_predictor"):
+        assert np.isfinite(m.loc["mean", column]), column
