@@ -7,31 +7,25 @@ brainmaps must not depend on, and Captum's LRP has no rules for ``Conv3d``,
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from brainmaps.attribution._lrp_graph import Layer, channel_view, trace_layers
+from brainmaps.attribution._lrp_rules import (
+    Rule,
+    check_bounds,
+    check_dtype,
+    check_epsilon,
+    layer_rules,
+    parse_rule,
+)
 from brainmaps.attribution.base import AttributionMethod, register_method
 from brainmaps.exceptions import ConfigError
 
 __all__ = ["LRP"]
-
-_ALPHA_BETA = re.compile(r"alpha(\d+(?:\.\d+)?)beta(\d+(?:\.\d+)?)")
-_FIRST_ONLY = ("zb", "flat", "wsquare")
-
-
-@dataclass(frozen=True)
-class _Rule:
-    """A parsed rule name: ``kind`` is epsilon, alphabeta, zb, flat or wsquare."""
-
-    kind: str
-    alpha: float = 1.0
-    beta: float = 0.0
 
 
 @register_method("lrp")
@@ -67,6 +61,13 @@ class LRP(AttributionMethod):
       separately, ``R_i = sum_j (a z_ij+ / z_j+ - b z_ij- / z_j-) R_j``, where the
       positive (negative) part of the bias enters ``z_j+`` (``z_j-``), as in Bach et
       al. With ``"alpha1beta0"`` the map has the sign of the explained logit.
+    - ``"composite"`` (alias ``"preset_a"``): iNNvestigate's ``LRPSequentialPresetA``,
+      the rule set of Hofmann et al. [4]_: ``"alpha1beta0"`` (z+, bias included as
+      above) in every ``Conv3d`` and ``"epsilon"`` (with the ``epsilon`` option,
+      bias included) in every ``Linear`` layer, the first layer included unless
+      ``first_layer_rule`` is given. iNNvestigate's default epsilon is 0.1 (pass
+      ``epsilon=0.1`` to match it); its BatchNorm rule is not needed here, as BatchNorm
+      is folded into the layer before it (which then gets that layer's rule).
     - First layer only: ``"zb"`` (z^B rule for inputs bounded by ``bounds``,
       Montavon et al. 2017), ``"flat"`` (all connected inputs share equally) and
       ``"wsquare"`` (shares ``w_ij^2``). These three ignore the biases.
@@ -79,7 +80,9 @@ class LRP(AttributionMethod):
         module's output (logits, not probabilities).
     rule : str
         Rule of the convolution and linear layers: ``"epsilon"`` (default),
-        ``"alpha1beta0"``, ``"alpha2beta1"`` or another ``"alpha<a>beta<b>"``.
+        ``"alpha1beta0"``, ``"alpha2beta1"`` or another ``"alpha<a>beta<b>"``; or
+        ``"composite"`` / ``"preset_a"`` (alpha1beta0 in convolutions, epsilon in
+        linear layers).
     epsilon : float
         Stabiliser added to every denominator with the denominator's sign, in the units
         of the layer's pre-activations (the logit units at the top). Default 1e-6, which
@@ -88,7 +91,7 @@ class LRP(AttributionMethod):
         contributions and give sparser maps. Must be > 0.
     first_layer_rule : str, optional
         Rule of the first convolution/linear layer: any ``rule``, or ``"zb"``,
-        ``"flat"``, ``"wsquare"``. Default: the same as ``rule``.
+        ``"flat"``, ``"wsquare"``. Default: the rule ``rule`` gives that layer.
     bounds : (float, float), optional
         Lowest and highest admissible input value for ``first_layer_rule="zb"``, in the
         input's intensity units. Default: each sample's own minimum and maximum.
@@ -120,6 +123,7 @@ class LRP(AttributionMethod):
     Examples
     --------
     >>> LRP(model, rule="alpha1beta0").attribute(x, target=1)  # doctest: +SKIP
+    >>> LRP(model, rule="composite", epsilon=0.1).attribute(x)  # brain age  # doctest: +SKIP
     """
 
     def __init__(
@@ -134,13 +138,16 @@ class LRP(AttributionMethod):
     ) -> None:
         super().__init__(model)
         self.rule = rule
-        self.epsilon = _check_epsilon(epsilon)
+        self.epsilon = check_epsilon(epsilon)
         self.first_layer_rule = first_layer_rule
-        self._rule = _parse_rule(rule, "rule", first_layer=False)
-        first = rule if first_layer_rule is None else first_layer_rule
-        self._first_rule = _parse_rule(first, "first_layer_rule", first_layer=True)
-        self.bounds = _check_bounds(bounds, self._first_rule)
-        self.dtype = _check_dtype(dtype)
+        self._rules = layer_rules(rule)
+        self._first_rule = (
+            None
+            if first_layer_rule is None
+            else parse_rule(first_layer_rule, "first_layer_rule", first_layer=True)
+        )
+        self.bounds = check_bounds(bounds, self._first_rule)
+        self.dtype = check_dtype(dtype)
 
     channel_maps = True
 
@@ -155,12 +162,18 @@ class LRP(AttributionMethod):
         relevance = _top_relevance(activations[-1], targets)
         first = next((i for i, layer in enumerate(layers) if layer.is_affine), -1)
         for i in range(len(layers) - 1, -1, -1):
-            rule = self._first_rule if i == first else self._rule
+            rule = self._layer_rule(layers[i], i == first)
             relevance = self._propagate(layers[i], activations[i], relevance, rule)
         return self._reduce_channels(relevance)
 
+    def _layer_rule(self, layer: Layer, first: bool) -> Rule | None:
+        """The rule of ``layer`` (None for a layer without one: pooling, ReLU, ...)."""
+        if first and self._first_rule is not None:
+            return self._first_rule
+        return self._rules.get(layer.kind)
+
     def _propagate(
-        self, layer: Layer, a: torch.Tensor, relevance: torch.Tensor, rule: _Rule
+        self, layer: Layer, a: torch.Tensor, relevance: torch.Tensor, rule: Rule | None
     ) -> torch.Tensor:
         """Relevance of the inputs ``a`` of ``layer`` given its output relevance."""
         if layer.is_affine:
@@ -175,7 +188,7 @@ class LRP(AttributionMethod):
         return relevance
 
     def _affine(
-        self, layer: Layer, a: torch.Tensor, relevance: torch.Tensor, rule: _Rule
+        self, layer: Layer, a: torch.Tensor, relevance: torch.Tensor, rule: Rule
     ) -> torch.Tensor:
         w, b, eps = layer.weight, layer.bias, self.epsilon
         if rule.kind == "epsilon":
@@ -249,7 +262,7 @@ def _redistribute(
 
 
 def _alpha_beta(
-    layer: Layer, a: torch.Tensor, relevance: torch.Tensor, rule: _Rule, epsilon: float
+    layer: Layer, a: torch.Tensor, relevance: torch.Tensor, rule: Rule, epsilon: float
 ) -> torch.Tensor:
     """The alpha-beta rule: positive and negative contributions normalised separately."""
     w = layer.weight
@@ -283,64 +296,3 @@ def _top_relevance(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
     index = targets.view(-1, 1).to(flat.device)
     relevance = torch.zeros_like(flat).scatter_(1, index, flat.gather(1, index))
     return relevance.reshape(outputs.shape)
-
-
-def _parse_rule(value: object, option: str, *, first_layer: bool) -> _Rule:
-    if isinstance(value, str) and value == "epsilon":
-        return _Rule("epsilon")
-    if isinstance(value, str) and first_layer and value in _FIRST_ONLY:
-        return _Rule(value)
-    match = _ALPHA_BETA.fullmatch(value) if isinstance(value, str) else None
-    if match and abs(float(match[1]) - float(match[2]) - 1.0) < 1e-9:
-        return _Rule("alphabeta", float(match[1]), float(match[2]))
-    extra = ", 'zb', 'flat', 'wsquare'" if first_layer else ""
-    raise ConfigError(
-        f"LRP option {option} must be 'epsilon', 'alpha1beta0', 'alpha2beta1' or another "
-        f"'alpha<a>beta<b>' with a - b = 1{extra}; got {value!r}."
-        + (
-            ""
-            if first_layer or value not in _FIRST_ONLY
-            else f" {value!r} is a first-layer rule: pass it as first_layer_rule."
-        )
-    )
-
-
-def _check_epsilon(epsilon: object) -> float:
-    ok = isinstance(epsilon, int | float) and not isinstance(epsilon, bool)
-    if not ok or not (0.0 < float(epsilon) < float("inf")):
-        raise ConfigError(
-            f"LRP option epsilon must be a positive finite number (default 1e-6; use e.g. "
-            f"1e-9 for conservation checks), got {epsilon!r}."
-        )
-    return float(epsilon)
-
-
-def _check_bounds(bounds: object, first: _Rule) -> tuple[float, float] | None:
-    if bounds is None:
-        return None
-    if first.kind != "zb":
-        raise ConfigError(
-            f"LRP option bounds={bounds!r} is only used by first_layer_rule='zb', but the "
-            f"first-layer rule is {first.kind!r}. Set first_layer_rule='zb' or drop bounds."
-        )
-    try:
-        low, high = (float(v) for v in bounds)  # type: ignore[union-attr]
-    except (TypeError, ValueError):
-        low = high = float("nan")
-    if not (low < high):
-        raise ConfigError(
-            f"LRP option bounds must be two numbers (lowest, highest input value) with "
-            f"lowest < highest, got {bounds!r}."
-        )
-    return low, high
-
-
-def _check_dtype(dtype: object) -> torch.dtype | None:
-    choices = {"float32": torch.float32, "float64": torch.float64}
-    if dtype is None or dtype in choices.values():
-        return dtype  # type: ignore[return-value]
-    if isinstance(dtype, str) and dtype in choices:
-        return choices[dtype]
-    raise ConfigError(
-        f"LRP option dtype must be None, 'float32', 'float64' or the torch dtype, got {dtype!r}."
-    )
