@@ -3,10 +3,12 @@
 A task owns everything that differs between predicting a class and predicting a value:
 the number of network outputs, the loss, the output activation, the dtype of the
 targets, the columns of a predictions table, which metrics describe it, which validation
-score picks the best epoch, how subject maps are grouped into group maps (class means or
-one mean), and the default attribution target. Code elsewhere asks the task instead of
-comparing a task name, so a new task (ordinal, multi-label, ...) is one new class here
-plus its metrics function in :mod:`brainmaps.evaluation.metrics`.
+score picks the best epoch, how subject maps are grouped into group maps (class means;
+for regression the mean of all subjects, of the young and the old, and of the subjects
+with a positive or negative prediction gap), and the default attribution target. Code
+elsewhere asks the task instead of comparing a task name, so a new task (ordinal,
+multi-label, ...) is one new class here plus its metrics function in
+:mod:`brainmaps.evaluation.metrics`.
 
 Torch is imported only inside the methods that need it, so the torch-free layers can use
 the task objects.
@@ -24,12 +26,52 @@ import pandas as pd
 from brainmaps.exceptions import ConfigError, ShapeError
 
 __all__ = [
+    "DEFAULT_AGE_GROUPS",
     "TASK_NAMES",
     "Classification",
     "Regression",
     "Task",
+    "check_age_groups",
     "get_task",
 ]
+
+#: Cutoffs of the young (< 47) and old (>= 60) groups of Hofmann et al. (2022), in years.
+DEFAULT_AGE_GROUPS: tuple[float, float] = (47.0, 60.0)
+_REGRESSION_GROUPS = ("all", "young", "old", "gap_positive", "gap_negative")
+
+
+def check_age_groups(value: Any) -> tuple[float, float] | None:
+    """Validate the cutoffs of the young and old map groups of a regression run.
+
+    Parameters
+    ----------
+    value : (float, float), str or None
+        ``(young_below, old_from)`` in the target's units, ``"47,60"``, or ``None`` /
+        ``"none"`` (no age groups).
+
+    Returns
+    -------
+    (float, float) or None
+
+    Raises
+    ------
+    ConfigError
+        If ``value`` is not two finite numbers with ``young_below <= old_from``.
+    """
+    if value is None or (isinstance(value, str) and value.strip().lower() == "none"):
+        return None
+    parts = value.split(",") if isinstance(value, str) else value
+    try:
+        low, high = (float(v) for v in parts)
+    except (TypeError, ValueError):
+        low = high = float("nan")
+    if not (np.isfinite(low) and np.isfinite(high) and low <= high):
+        raise ConfigError(
+            f"age_groups (--groups) must be two numbers YOUNG_BELOW,OLD_FROM with "
+            f"YOUNG_BELOW <= OLD_FROM in the target's units (default 47,60: Hofmann et al.'s "
+            f"young < 47 and old >= 60 years), or 'none'; got {value!r}."
+        )
+    return low, high
 
 
 @dataclass(frozen=True)
@@ -97,8 +139,19 @@ class Task:
         """Read back what :meth:`prediction_frame` wrote (for metrics)."""
         raise NotImplementedError
 
-    def map_groups(self, y: np.ndarray) -> dict[str, np.ndarray]:
-        """Boolean row masks of the subject groups whose mean map is written."""
+    def map_groups(
+        self,
+        y: np.ndarray,
+        *,
+        gap: np.ndarray | None = None,
+        age_groups: Sequence[float] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Boolean row masks of the subject groups whose mean map is written.
+
+        ``gap`` (prediction - true value per row) and ``age_groups`` (cutoffs, see
+        :func:`check_age_groups`) are used by regression only; groups without rows are
+        left out.
+        """
         raise NotImplementedError
 
     def combined_map(self) -> str | None:
@@ -181,8 +234,15 @@ class Classification(Task):
         """The ``p_<class>`` columns as an (n, n_classes) array."""
         return frame[[f"p_{c}" for c in self.classes]].to_numpy()
 
-    def map_groups(self, y: np.ndarray) -> dict[str, np.ndarray]:
-        """One group per true class present, named by the class."""
+    def map_groups(
+        self,
+        y: np.ndarray,
+        *,
+        gap: np.ndarray | None = None,
+        age_groups: Sequence[float] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """One group per true class present, named by the class (``gap`` and
+        ``age_groups`` are ignored)."""
         y = np.asarray(y).astype(int)
         return {c: y == k for k, c in enumerate(self.classes) if np.any(y == k)}
 
@@ -202,7 +262,8 @@ class Classification(Task):
 
 @dataclass(frozen=True, eq=False)
 class Regression(Task):
-    """Predict a value: one linear output, MSE on standardised targets, one mean map."""
+    """Predict a value: one linear output, MSE on standardised targets, group mean maps
+    of all subjects, the young, the old and the positive and negative gaps."""
 
     name: ClassVar[str] = "regression"
     score_name: ClassVar[str] = "val_mae"
@@ -253,13 +314,43 @@ class Regression(Task):
         """The ``prediction`` column."""
         return frame["prediction"].to_numpy()
 
-    def map_groups(self, y: np.ndarray) -> dict[str, np.ndarray]:
-        """One group, ``all``."""
-        return {"all": np.ones(len(y), dtype=bool)}
+    def map_groups(
+        self,
+        y: np.ndarray,
+        *,
+        gap: np.ndarray | None = None,
+        age_groups: Sequence[float] | None = DEFAULT_AGE_GROUPS,
+    ) -> dict[str, np.ndarray]:
+        """``all``; ``young`` and ``old``; ``gap_positive`` and ``gap_negative``.
+
+        As in Hofmann et al. (2022): ``young`` are the rows with ``y < age_groups[0]``,
+        ``old`` those with ``y >= age_groups[1]`` (default 47 and 60 years; ``None``: no
+        age groups); with ``gap`` (prediction - true value, e.g. the brain-age gap),
+        ``gap_positive`` has the rows with ``gap > 0`` (predicted older) and
+        ``gap_negative`` those with ``gap < 0``. Rows with a missing value are in
+        ``all`` only; a group without rows is left out. (Hofmann et al., "Towards the
+        interpretability of deep learning models for multi-modal neuroimaging", NeuroImage
+        261:119504, 2022.)
+        """
+        y = np.asarray(y, dtype=float)
+        groups = {"all": np.ones(len(y), dtype=bool)}
+        cutoffs = check_age_groups(age_groups)
+        if cutoffs is not None:
+            groups["young"], groups["old"] = y < cutoffs[0], y >= cutoffs[1]
+        if gap is not None:
+            g = np.asarray(gap, dtype=float)
+            if g.shape != y.shape:
+                raise ShapeError(
+                    f"gap must hold one value per row of y ({y.shape}), found {g.shape}; "
+                    "pass the gap of the same subjects in the same order."
+                )
+            groups["gap_positive"], groups["gap_negative"] = g > 0, g < 0
+        return {k: v for k, v in groups.items() if k == "all" or v.any()}
 
     def map_names(self) -> list[str]:
-        """``all``."""
-        return list(self.map_groups(np.zeros(0)))
+        """Every group :meth:`map_groups` can write: ``all``, ``young``, ``old``,
+        ``gap_positive``, ``gap_negative``."""
+        return list(_REGRESSION_GROUPS)
 
     def label_targets(self, labels: Sequence) -> np.ndarray:
         """The labels as float values (NaN where not a number)."""

@@ -80,7 +80,9 @@ def class_mean_maps(run: str | os.PathLike | RunFolder, method: str) -> dict[str
     -------
     dict of str to nibabel.Nifti1Image
         Keys are the class names in index order, then ``"conjoined"`` (the sum of the
-        class means); for a regression run the single key ``"all"``.
+        class means); for a regression run those of ``"all"``, ``"young"``, ``"old"``,
+        ``"gap_positive"`` and ``"gap_negative"`` that exist (see
+        :meth:`brainmaps.tasks.Regression.map_groups`).
 
     Raises
     ------

@@ -19,6 +19,7 @@ from brainmaps.attribution._channel_maps import (
     save_channel_maps,
     with_channel_maps,
 )
+from brainmaps.attribution._group_maps import class_means, regression_gap, save_means
 from brainmaps.attribution.base import check_options, create_method, get_method, method_options
 from brainmaps.data.io import load_img, save_img
 from brainmaps.exceptions import ConfigError
@@ -27,6 +28,7 @@ from brainmaps.models.device import resolve_device
 from brainmaps.models.predict import VolumeDataset
 from brainmaps.run.folder import RunFolder, open_run
 from brainmaps.run.layout import RunLayout, map_filename
+from brainmaps.tasks import DEFAULT_AGE_GROUPS, check_age_groups
 from brainmaps.utils import atomic_path
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "explained_units",
     "map_filename",
     "occlusion_cohort_map",
+    "regression_gap",
     "resolve_targets",
 ]
 
@@ -149,6 +152,7 @@ def explain_run(
     device: str = "auto",
     native_space: bool = False,
     subjects_per_fold: int | None = None,
+    age_groups: Sequence[float] | str | None = DEFAULT_AGE_GROUPS,
     progress: bool = True,
 ) -> dict[str, pd.DataFrame]:
     """Compute out-of-fold attribution maps for every subject of a run.
@@ -157,8 +161,13 @@ def explain_run(
     so no map comes from a model that saw the subject in training. Maps are written as
     ``<run>/maps/<method>/sub-<id>.nii.gz`` on the model grid (its affine places them on
     the MNI template in any viewer) with raw values; ``mean_<class>.nii.gz`` (mean map
-    of the subjects of each true class), ``mean_conjoined.nii.gz`` (the sum of the class
-    means) or ``mean_all.nii.gz`` for regression, and ``maps.tsv`` (one row per map:
+    of the subjects of each true class) and ``mean_conjoined.nii.gz`` (the sum of the class
+    means), or for regression ``mean_all.nii.gz`` and the group means of
+    :meth:`Regression.map_groups <brainmaps.tasks.Regression.map_groups>` (Hofmann et
+    al. 2022): ``mean_young`` and ``mean_old`` (true value below ``age_groups[0]``, at
+    least ``age_groups[1]``) and, from the out-of-fold ``predictions.tsv``,
+    ``mean_gap_positive`` and ``mean_gap_negative`` (see :func:`regression_gap`); and
+    ``maps.tsv`` (one row per map:
     subject, fold, true label, explained class, prediction, seconds) are added. A
     subject whose map exists is skipped, so an interrupted call resumes.
 
@@ -196,6 +205,11 @@ def explain_run(
         the classes in turn, the same for every method and every call. For the slow
         methods (Meaningful Perturbations, occlusion) on large cohorts; the class means
         are then means over the sample. Default: every subject.
+    age_groups : (float, float), str or None
+        Regression runs: cutoffs of the ``young`` (below the first) and ``old`` (from the
+        second) group maps, in the target's units (default 47 and 60 years, Hofmann et
+        al.); ``None`` or ``"none"``: no age groups. Only the group means depend on them:
+        a call with other cutoffs recomputes the means, not the subject maps.
     progress : bool
         Show a progress bar.
 
@@ -211,6 +225,7 @@ def explain_run(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}.")
     kwargs = _method_kwargs(methods, layer, options, run.grid.shape)
+    age_groups = check_age_groups(age_groups)
     resolve_targets(run, target, np.arange(1))  # a bad target fails before any work
     if subjects_per_fold is not None and (
         isinstance(subjects_per_fold, bool)
@@ -244,7 +259,7 @@ def explain_run(
                 _write_native(run, batch, folders, methods)
             bar.update(len(batch))
     bar.close()
-    return {m: _finish(run, m, done[m], channels[m]) for m in methods}
+    return {m: _finish(run, m, done[m], channels[m], age_groups) for m in methods}
 
 
 def _sample(run: RunFolder, rows: np.ndarray, n: int | None, fold: int) -> np.ndarray:
@@ -334,38 +349,18 @@ def _write_native(run: RunFolder, batch: list[int], folders: dict, methods: list
                 save_img(_native(nib.load(folders[m] / name), source), out)
 
 
-def class_means(run: RunFolder, folder: Path, manifest: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Group-mean maps of the maps listed in ``manifest`` (files in ``folder``).
-
-    Returns
-    -------
-    dict of str to numpy.ndarray
-        The groups of :meth:`Task.map_groups <brainmaps.tasks.Task.map_groups>` that have
-        maps (each true class, or ``all`` for regression), then the task's combined map
-        (``conjoined``, the sum of the class means) when every class has maps.
-    """
-    files = manifest["file"].to_numpy()
-    groups = run.task.map_groups(run.task.label_targets(manifest["label"]))
-    means = {}
-    for name, rows in groups.items():
-        total = sum(np.asarray(nib.load(folder / f).dataobj, dtype=np.float64) for f in files[rows])
-        means[name] = (total / int(rows.sum())).astype(np.float32)
-    combined = run.task.combined_map()
-    if combined is not None and len(means) == len(run.classes):
-        means[combined] = sum(means.values()).astype(np.float32)
-    return means
-
-
-def _finish(run: RunFolder, method: str, done: dict, channels=()) -> pd.DataFrame:
+def _finish(
+    run: RunFolder, method: str, done: dict, channels=(), age_groups=DEFAULT_AGE_GROUPS
+) -> pd.DataFrame:
     manifest = pd.DataFrame(list(done.values()))
     if manifest.empty:
         return manifest
-    for group, data in class_means(run, run.layout.maps_dir(method), manifest).items():
-        save_img(run.grid.to_img(data), run.layout.group_map(method, group))
+    means = class_means(run, run.layout.maps_dir(method), manifest, age_groups)
+    save_means(run, means, lambda g: run.layout.group_map(method, g))
     for channel in channels:
         folder = run.layout.channel_map_dir(method, channel)
-        for group, data in class_means(run, folder, manifest).items():
-            save_img(run.grid.to_img(data), run.layout.channel_group_map(method, channel, group))
+        means = class_means(run, folder, manifest, age_groups)
+        save_means(run, means, lambda g, c=channel: run.layout.channel_group_map(method, c, g))
     return manifest.sort_values(["fold", "subject", "session"], kind="stable").reset_index(
         drop=True
     )

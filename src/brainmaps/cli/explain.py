@@ -24,7 +24,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="attribution maps for every subject, each from its out-of-fold model",
         description="Compute attribution maps for every subject of a run with the fold "
         "model that did not train on it. Writes RUN/maps/<method>/sub-<id>.nii.gz, the "
-        "class-mean maps mean_<class>.nii.gz, mean_conjoined.nii.gz and maps.tsv. "
+        "class-mean maps mean_<class>.nii.gz, mean_conjoined.nii.gz (regression: mean_all, "
+        "mean_young, mean_old, mean_gap_positive, mean_gap_negative) and maps.tsv. "
         "Subjects already done are skipped. Methods: " + ", ".join(list_methods()) + ".",
     )
     p.add_argument("run_dir", help="run folder written by 'brainmaps train'")
@@ -68,6 +69,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         type=int,
         help="explain only this many test subjects per fold (a seeded sample taking the "
         "classes in turn; for slow methods on large cohorts)",
+    )
+    p.add_argument(
+        "--groups",
+        default="47,60",
+        metavar="YOUNG_BELOW,OLD_FROM",
+        help="regression runs: cutoffs of the mean_young and mean_old group maps in the "
+        "target's units (default 47,60: Hofmann et al.'s young < 47 and old >= 60 years), "
+        "or 'none'; mean_all and, from predictions.tsv, mean_gap_positive / "
+        "mean_gap_negative are always written",
     )
     p.add_argument(
         "--overwrite",
@@ -121,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         native_space=args.native_space,
         subjects_per_fold=args.subjects_per_fold,
+        age_groups=args.groups,
         overwrite=args.overwrite,
         progress=not args.no_progress,
     )

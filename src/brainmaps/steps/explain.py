@@ -14,6 +14,7 @@ from brainmaps.exceptions import ConfigError
 from brainmaps.run.folder import RunFolder, open_run
 from brainmaps.run.lock import run_lock
 from brainmaps.run.stages import check_stage, write_stage
+from brainmaps.tasks import DEFAULT_AGE_GROUPS, check_age_groups
 
 __all__ = ["explain", "explain_options"]
 
@@ -58,6 +59,7 @@ def explain(
     device: str = "auto",
     native_space: bool = False,
     subjects_per_fold: int | None = None,
+    age_groups: Sequence[float] | str | None = DEFAULT_AGE_GROUPS,
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict[str, pd.DataFrame]:
@@ -71,6 +73,8 @@ def explain(
         When a method's maps exist but were made with other options (another target,
         layer, ``--set`` option or sample), delete them and compute them again. Without
         it such a call is refused with a message naming each changed option.
+        ``age_groups`` is not among these options: only the group means depend on it,
+        and they are recomputed on every call.
 
     Returns
     -------
@@ -90,6 +94,7 @@ def explain(
         raise ConfigError("no attribution method given; choose from list_methods().")
     for m in methods:  # before any map made with other options is deleted
         check_options(m, (options or {}).get(m, {}), run.grid.shape)
+    age_groups = check_age_groups(age_groups)
     wanted = {
         m: explain_options(
             m,
@@ -126,6 +131,7 @@ def explain(
             device=device,
             native_space=native_space,
             subjects_per_fold=subjects_per_fold,
+            age_groups=age_groups,
             progress=progress,
         )
         for m, opts in wanted.items():
