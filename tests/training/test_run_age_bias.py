@@ -3,6 +3,7 @@ its test subjects; predictions.tsv and metrics.tsv carry the gap before and afte
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 
 import numpy as np
@@ -20,7 +21,8 @@ def age_run(tiny_cohort, tmp_path_factory):
     base = tmp_path_factory.mktemp("age_bias")
     config = tiny_config(tiny_cohort, base / "run", base / "cache", val_fraction=0.25)
     config = config.replace(data=replace(config.data, target="age"))
-    with pytest.warns(BrainmapsWarning, match="hardly follow"):  # the tiny model learns little
+    with warnings.catch_warnings():  # the tiny model learns little of age: warned
+        warnings.simplefilter("ignore", BrainmapsWarning)
         result = train_run(config, progress=False)
     return base / "run", result
 
@@ -55,3 +57,17 @@ def test_the_correction_takes_the_gap_off_the_target(age_run):
     m = result.metrics.set_index("fold")
     for column in ("mae_corrected", "r_gap_y", "r_gap_y_corrected", "mae_mean_predictor"):
         assert np.isfinite(m.loc["mean", column]), column
+
+
+def test_a_flat_bias_line_is_warned_about():
+    """Validation predictions that ignore the target (slope 0): correcting them would give
+    back the true values, so the user is told not to read the corrected MAE as accuracy."""
+    from brainmaps.training.fold import _bias_line
+
+    y = np.array([20.0, 35.0, 50.0, 65.0, 80.0])
+    with pytest.warns(BrainmapsWarning, match="hardly follow"):
+        line = _bias_line(None, y, np.full(5, 50.0), 0, 5)
+    assert line["slope"] == pytest.approx(0.0, abs=1e-9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BrainmapsWarning)
+        assert _bias_line(None, y, 0.8 * y + 10, 0, 5)["slope"] == pytest.approx(0.8)

@@ -182,6 +182,10 @@ class TrainingConfig:
     allow_overlap : bool
         Train even when the source's training subjects include the fold's test subjects
         (the test metrics are then optimistic), with a warning and the overlap recorded.
+    ensemble : int
+        Members per fold: models trained on the same fold with different seeds (member 0
+        with the fold's own seed, as without an ensemble); the fold's predictions are their
+        mean, with their spread (Hofmann et al.'s brain-age ensembles).
 
     Notes
     -----
@@ -198,13 +202,14 @@ class TrainingConfig:
     val_fraction: float = 0.1
     amp: bool = True
     bn_recalibration: bool = True
+    ensemble: int = 1
     init_from: str | None = None
     transfer: str = "all"
     freeze: str = "none"
     allow_overlap: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "ensemble"):
             _positive("training", name, getattr(self, name))
         if not isinstance(self.folds, int) or self.folds < 2:
             raise ConfigError(f"training.folds must be an integer >= 2, got {self.folds!r}.")

@@ -147,6 +147,34 @@ class RunLayout:
         """``fold-<k>/history.tsv``."""
         return self.fold_dir(fold) / self.HISTORY
 
+    def member_dir(self, fold: int, member: int) -> Path:
+        """``fold-<k>/member-<j>/`` (member 0 is the fold's own ``fold-<k>/``)."""
+        if int(member) == 0:
+            return self.fold_dir(fold)
+        return self.fold_dir(fold) / f"member-{int(member)}"
+
+    def member_checkpoint(self, fold: int, member: int) -> Path:
+        """``fold-<k>/model.pt`` for member 0, ``fold-<k>/member-<j>/model.pt`` otherwise."""
+        return self.member_dir(fold, member) / self.CHECKPOINT
+
+    def member_predictions(self, fold: int, member: int) -> Path:
+        """``fold-<k>/member-<j>/predictions.tsv``: one member's test predictions (members
+        of an ensemble; the fold's ``predictions.tsv`` is their mean)."""
+        return self.fold_dir(fold) / f"member-{int(member)}" / self.PREDICTIONS
+
+    def member_history(self, fold: int, member: int) -> Path:
+        """``history.tsv`` of a member (member 0: the fold's own)."""
+        return self.member_dir(fold, member) / self.HISTORY
+
+    def member_checkpoints(self, fold: int) -> list[Path]:
+        """The fold's member checkpoints present, member 0 first (``[]`` if none)."""
+        first = self.checkpoint(fold)
+        others = sorted(
+            (p for p in self.fold_dir(fold).glob(f"member-*/{self.CHECKPOINT}") if p.is_file()),
+            key=lambda p: int(p.parent.name.removeprefix("member-")),
+        )
+        return ([first] if first.is_file() else []) + others
+
     def existing_checkpoints(self) -> dict[int, Path]:
         """``{fold: fold-<k>/model.pt}`` for the checkpoint files present, in fold order."""
         found = {}

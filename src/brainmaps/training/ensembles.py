@@ -41,6 +41,16 @@ def fold_checkpoints(run_dir: str | os.PathLike | RunFolder) -> list[Path]:
     return paths
 
 
+def _with_members(run: RunFolder, checkpoints: list[Path]) -> list[Path]:
+    """Every member of every fold (``training.ensemble``; one per fold without one)."""
+    out = []
+    for path in checkpoints:
+        k = int(path.parent.name.removeprefix("fold-"))
+        members = run.layout.member_checkpoints(k)
+        out += members if members else [path]
+    return out
+
+
 def _subject_paths(images, channels: tuple[str, ...]) -> list[tuple[str, ...]]:
     """The images of each subject as a tuple of one path per channel (count checked)."""
     n = max(len(channels), 1)
@@ -86,7 +96,8 @@ class FoldEnsemble:
     ----------
     run : RunFolder
     models : list of torch.nn.Module
-        One per finished fold, in fold order, on ``device``, in eval mode.
+        One per finished fold (every member of each fold for a run trained with
+        ``--ensemble N``), in fold order, on ``device``, in eval mode.
     meta : dict
         The checkpoint metadata of the first fold (task, classes, target statistics).
     channels : tuple of str
@@ -101,7 +112,7 @@ class FoldEnsemble:
     def __init__(self, run_dir: str | os.PathLike | RunFolder, *, device: str = "auto") -> None:
         self.run = open_run(run_dir)
         self.channels = channel_names(self.run.config.data.path_col, self.run.config.data.suffix)
-        self.checkpoints = fold_checkpoints(self.run)
+        self.checkpoints = _with_members(self.run, fold_checkpoints(self.run))
         self.device = resolve_device(device)
         self.models, self.meta = [], {}
         for path in self.checkpoints:

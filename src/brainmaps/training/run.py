@@ -17,7 +17,6 @@ and leaves nothing that looks finished.
 from __future__ import annotations
 
 import logging
-import time
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,11 +25,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from brainmaps import __version__
-from brainmaps.data.cache import CachedVolumes
 from brainmaps.data.cohort import Cohort, load_cohort
 from brainmaps.data.stacked import cache_channels, slot_columns
-from brainmaps.evaluation.bias import apply_bias, bias_metrics, fit_bias
+from brainmaps.evaluation.bias import bias_metrics
 from brainmaps.evaluation.metrics import summarize_folds, task_metrics
 from brainmaps.evaluation.sites import make_site_folds
 from brainmaps.evaluation.splitters import (
@@ -39,26 +36,26 @@ from brainmaps.evaluation.splitters import (
     make_folds,
     read_folds,
 )
-from brainmaps.exceptions import BrainmapsError, BrainmapsWarning, ConfigError
+from brainmaps.exceptions import BrainmapsError, ConfigError
 from brainmaps.models import create_model
-from brainmaps.models.checkpoints import load_checkpoint, save_checkpoint
-from brainmaps.models.predict import predict_volumes
+from brainmaps.models.checkpoints import load_checkpoint
 from brainmaps.run.config import RunConfig, load_config
 from brainmaps.run.folder import write_execution
 from brainmaps.run.layout import RunLayout
 from brainmaps.run.lock import run_lock
-from brainmaps.tasks import Task, get_task
-from brainmaps.training.loop import train_model
+from brainmaps.training.fold import (
+    TrainingDivergedError,
+    fold_task,
+    member_done,
+    model_config,
+    train_fold,
+)
 from brainmaps.training.transfer import plan_transfer, with_transfer_head
 from brainmaps.utils import write_tsv
 
 __all__ = ["RunResult", "TrainingDivergedError", "load_run_cohort", "train_run"]
 
 log = logging.getLogger(__name__)
-
-
-class TrainingDivergedError(BrainmapsError):
-    """The training loss of a fold stopped being finite."""
 
 
 @dataclass
@@ -122,8 +119,7 @@ def load_run_cohort(config: RunConfig) -> Cohort:
     )
 
 
-def _task(cohort: Cohort) -> Task:
-    return get_task(cohort.task, cohort.classes)
+_task = fold_task
 
 
 def _assign_folds(config: RunConfig, cohort: Cohort) -> np.ndarray:
@@ -178,13 +174,7 @@ def _fold_roles(config: RunConfig, cohort: Cohort, folds: np.ndarray) -> pd.Data
     return pd.concat(rows, ignore_index=True)[["fold", "subject", "session", "role"]]
 
 
-def _model_config(config: RunConfig, cohort: Cohort, in_channels: int) -> dict:
-    return {
-        "in_channels": in_channels,
-        "n_classes": _task(cohort).n_outputs,
-        "input_shape": list(config.preprocess.grid_shape),
-        **config.model.options,
-    }
+_model_config = model_config
 
 
 def _check_model(config: RunConfig, cohort: Cohort) -> None:
@@ -230,154 +220,6 @@ def _prepare(config: RunConfig, layout: RunLayout) -> tuple:
     return cohort, volumes, roles, plan
 
 
-def _metadata(config: RunConfig, cohort: Cohort, model_config: dict, fold: int) -> dict:
-    grid = config.preprocess.grid
-    return {
-        "brainmaps_version": __version__,
-        "model": config.model.name,
-        "model_config": model_config,
-        "task": cohort.task,
-        "target": cohort.target,
-        "classes": list(cohort.classes),
-        "grid_shape": list(grid.shape),
-        "grid_affine": np.asarray(grid.affine).tolist(),
-        "preprocess": config.preprocess.to_dict(),
-        "fold": fold,
-        "seed": config.training.seed,
-    }
-
-
-def _in_channels(volumes: CachedVolumes) -> int:
-    shape = np.shape(volumes[0]) if len(volumes) else ()
-    return int(shape[0]) if len(shape) == 4 else 1
-
-
-def _train_fold(config, cohort, volumes, roles, k: int, layout: RunLayout, plan=None) -> None:
-    t, execution = config.training, config.execution
-    fold_roles = roles.loc[roles["fold"] == k, "role"].to_numpy()
-    train_idx, val_idx, test_idx = (
-        np.flatnonzero(fold_roles == r) for r in ("train", "val", "test")
-    )
-    model_config = _model_config(config, cohort, _in_channels(volumes))
-    torch.manual_seed(t.seed + k)
-    model = create_model(config.model.name, **model_config)
-    transfer = plan.apply(model, k) if plan is not None else None
-    start = time.perf_counter()
-    result = train_model(
-        model,
-        volumes,
-        cohort.labels,
-        train_idx,
-        val_idx,
-        task=_task(cohort),
-        epochs=t.epochs,
-        lr=t.lr,
-        batch_size=t.batch_size,
-        seed=t.seed + k,
-        device=execution.device,
-        amp=t.amp,
-        bn_recalibration=t.bn_recalibration,
-        progress=execution.progress,
-        num_workers=execution.num_workers,
-        desc=f"fold {k + 1}/{int(roles['fold'].max()) + 1}",
-    )
-    _check_finite(result.history, k, t.lr)
-    model.load_state_dict(result.state_dict)
-    outputs = predict_volumes(
-        model,
-        volumes,
-        test_idx,
-        batch_size=t.batch_size,
-        device=execution.device,
-        task=_task(cohort),
-        target_stats=result.target_stats,
-    )
-    if not np.all(np.isfinite(outputs)):
-        raise TrainingDivergedError(
-            f"fold {k}: the trained model predicts non-finite values; training diverged. "
-            f"Lower the learning rate (--lr, now {t.lr:g}) and run the same command again."
-        )
-    frame = _prediction_frame(cohort, test_idx, outputs, k)
-    bias = None
-    if not _task(cohort).is_classification:
-        bias = _fit_fold_bias(config, cohort, model, volumes, val_idx, result.target_stats, k)
-        frame = _with_bias(frame, bias, result.target_stats)
-    write_tsv(frame, layout.fold_predictions(k))
-    write_tsv(result.history, layout.fold_history(k))
-    meta = _metadata(config, cohort, model_config, k)
-    if bias is not None:
-        meta["bias"] = bias
-    meta["best_epoch"] = int(result.best_epoch)
-    meta["train_seconds"] = round(time.perf_counter() - start, 3)
-    if transfer is not None:
-        meta["transfer"] = transfer
-    if result.target_stats is not None:
-        meta["target_stats"] = [float(v) for v in result.target_stats]
-    save_checkpoint(layout.checkpoint(k), result.state_dict, meta)  # written last: fold done
-
-
-def _fit_fold_bias(config, cohort, model, volumes, val_idx, target_stats, k) -> dict | None:
-    """Regression: the line prediction = a + b * y on the fold's inner validation subjects
-    (:func:`brainmaps.evaluation.bias.fit_bias`); None without enough of them."""
-    if len(val_idx) == 0:
-        return None
-    t = config.training
-    val = predict_volumes(
-        model,
-        volumes,
-        val_idx,
-        batch_size=t.batch_size,
-        device=config.execution.device,
-        task=_task(cohort),
-        target_stats=target_stats,
-    )
-    line = fit_bias(cohort.labels[val_idx], val)
-    if line is None:
-        return None
-    if line[1] < 0.2:
-        warnings.warn(
-            f"fold {k}: the validation predictions hardly follow the target (slope "
-            f"{line[1]:.2f} of prediction on target): the model has learnt little of it, and "
-            "the bias-corrected predictions "
-            "mostly give back the true values; do not read their MAE as accuracy.",
-            BrainmapsWarning,
-            stacklevel=2,
-        )
-    return {"intercept": line[0], "slope": line[1], "n_val": len(val_idx)}
-
-
-def _with_bias(frame: pd.DataFrame, bias: dict | None, target_stats) -> pd.DataFrame:
-    """Regression test predictions with ``gap``, ``prediction_corrected``, ``gap_corrected``
-    (NaN without a fitted line) and ``train_mean`` (the predict-the-mean baseline)."""
-    y = frame["y"].to_numpy(dtype=float)
-    pred = frame["prediction"].to_numpy(dtype=float)
-    corrected = (
-        apply_bias(y, pred, bias["intercept"], bias["slope"])
-        if bias is not None
-        else np.full(len(frame), np.nan)
-    )
-    mean = float(target_stats[0]) if target_stats is not None else np.nan
-    return frame.assign(
-        gap=pred - y, prediction_corrected=corrected, gap_corrected=corrected - y, train_mean=mean
-    )
-
-
-def _check_finite(history: pd.DataFrame, k: int, lr: float) -> None:
-    bad = history.loc[~np.isfinite(history["train_loss"].to_numpy(dtype=float)), "epoch"]
-    if len(bad):
-        raise TrainingDivergedError(
-            f"fold {k}: the training loss is not finite from epoch {int(bad.iloc[0])} on; "
-            f"training diverged. Lower the learning rate (--lr, now {lr:g}) and run the same "
-            "command again (finished folds are kept)."
-        )
-
-
-def _prediction_frame(cohort: Cohort, idx: np.ndarray, outputs: np.ndarray, k: int):
-    rows = cohort.table.iloc[idx][["subject", "session", "label", "y"]].reset_index(drop=True)
-    rows.insert(0, "fold", k)
-    return _task(cohort).prediction_frame(rows, outputs)
-
-
 def _read_predictions(path: Path) -> pd.DataFrame:
     return pd.read_csv(
         path,
@@ -387,7 +229,7 @@ def _read_predictions(path: Path) -> pd.DataFrame:
     )
 
 
-def _fold_done(layout: RunLayout, k: int, cohort: Cohort, roles: pd.DataFrame) -> bool:
+def _fold_done(layout: RunLayout, k: int, cohort: Cohort, roles: pd.DataFrame, ensemble=1) -> bool:
     """A fold is done when its checkpoint loads and its predictions are complete and finite."""
     if not layout.checkpoint(k).is_file() or not layout.fold_predictions(k).is_file():
         return False
@@ -398,7 +240,12 @@ def _fold_done(layout: RunLayout, k: int, cohort: Cohort, roles: pd.DataFrame) -
     except (BrainmapsError, KeyError, ValueError, OSError):
         return False
     n_test = int(((roles["fold"] == k) & (roles["role"] == "test")).sum())
-    return len(frame) == n_test and bool(np.all(np.isfinite(values)))
+    members = range(1, int(ensemble))  # an ensemble's fold is done with all its members
+    return (
+        len(frame) == n_test
+        and bool(np.all(np.isfinite(values)))
+        and all(member_done(layout, k, j) for j in members)
+    )
 
 
 def _site_metrics(cohort: Cohort, predictions: pd.DataFrame) -> pd.DataFrame | None:
@@ -476,10 +323,10 @@ def train_run(config: RunConfig, *, progress: bool | None = None) -> RunResult:
         n_folds = int(roles["fold"].max()) + 1
         resumed = []
         for k in range(n_folds):
-            if _fold_done(layout, k, cohort, roles):
+            if _fold_done(layout, k, cohort, roles, config.training.ensemble):
                 resumed.append(k)
                 continue
-            _train_fold(config, cohort, volumes, roles, k, layout, plan)
+            train_fold(config, cohort, volumes, roles, k, layout, plan)
         predictions = pd.concat(
             [_read_predictions(layout.fold_predictions(k)) for k in range(n_folds)],
             ignore_index=True,
