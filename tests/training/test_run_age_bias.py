@@ -71,3 +71,25 @@ def test_a_flat_bias_line_is_warned_about():
     with warnings.catch_warnings():
         warnings.simplefilter("error", BrainmapsWarning)
         assert _bias_line(None, y, 0.8 * y + 10, 0, 5)["slope"] == pytest.approx(0.8)
+
+
+def test_predict_with_true_values_gives_the_corrected_gap(age_run, tiny_cohort, capsys):
+    """New scans of known age: the gap and the gap after the run's out-of-fold bias line."""
+    from brainmaps.cli.main import main
+    from brainmaps.evaluation.bias import fit_bias
+    from brainmaps.exceptions import ConfigError
+    from brainmaps.training.ensembles import predict_run
+
+    run_dir, result = age_run
+    scans = [tiny_cohort / s / "anat" / f"{s}_T1w.nii.gz" for s in ("sub-0001", "sub-0002")]
+    table = predict_run(run_dir, scans, targets=[30.0, 70.0])
+    a, b = fit_bias(result.predictions["y"], result.predictions["prediction"])
+    np.testing.assert_allclose(table["gap"], table["prediction"] - [30.0, 70.0])
+    np.testing.assert_allclose(
+        table["gap_corrected"], table["prediction"] - (a + b * np.array([30.0, 70.0]))
+    )
+    with pytest.raises(ConfigError, match="one finite true value per scan"):
+        predict_run(run_dir, scans, targets=[30.0])
+    assert main(["predict", str(run_dir), *map(str, scans), "--targets", "30,70"]) == 0
+    assert "gap_corrected" in capsys.readouterr().out
+    assert main(["predict", str(run_dir), str(scans[0]), "--targets", "old"]) != 0

@@ -10,6 +10,7 @@ import argparse
 import os
 
 from brainmaps.data.channels import SEPARATOR
+from brainmaps.exceptions import ConfigError
 from brainmaps.training.ensembles import predict_run
 from brainmaps.utils import atomic_path
 from brainmaps.validation import check_output_file
@@ -39,6 +40,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "least the threshold: 0.5 | youden | sens=0.9 | spec=0.9 | a value in (0, 1); rules "
         "are chosen on the run's out-of-fold predictions ('brainmaps thresholds')",
     )
+    p.add_argument(
+        "--targets",
+        help="regression runs: the true value of each scan, comma-separated in the order of "
+        "the scans (e.g. chronological ages 63,71.5), for the gap and its bias correction",
+    )
     p.set_defaults(run=run)
 
 
@@ -47,12 +53,22 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         check_output_file(args.out, "--out")
     images = [_subject(arg) for arg in args.images]
+    targets = None
+    if args.targets:
+        try:
+            targets = [float(v) for v in args.targets.split(",")]
+        except ValueError:
+            raise ConfigError(
+                f"--targets {args.targets!r}: give numbers separated by commas, one per scan "
+                "(e.g. --targets 63,71.5)."
+            ) from None
     table = predict_run(
         args.run_dir,
         images,
         device=args.device,
         batch_size=args.batch_size,
         threshold=args.threshold,
+        targets=targets,
     )
     if args.out:
         with atomic_path(args.out) as tmp:

@@ -12,6 +12,7 @@ import pandas as pd
 
 from brainmaps.data.channels import channel_columns, channel_names
 from brainmaps.data.preprocess import preprocess_img
+from brainmaps.evaluation.bias import apply_bias, fit_bias
 from brainmaps.exceptions import ConfigError
 from brainmaps.models.checkpoints import model_from_checkpoint
 from brainmaps.models.device import resolve_device
@@ -194,6 +195,7 @@ def predict_run(
     device: str = "auto",
     batch_size: int = 4,
     threshold: str | float | None = None,
+    targets=None,
 ) -> pd.DataFrame:
     """Predict new scans with the ensemble of a run's fold models.
 
@@ -217,6 +219,12 @@ def predict_run(
         Binary runs: ``"0.5"``, ``"youden"``, ``"sens=0.9"``, ``"spec=0.9"`` or a value in
         (0, 1); rules are chosen on the run's out-of-fold predictions
         (:func:`~brainmaps.training.oof_thresholds.resolve_threshold`), never on ``images``.
+    targets : sequence of float, optional
+        Regression runs: the true value of each scan (e.g. chronological age), for the
+        brain-age gap and its bias correction: the line prediction = a + b * target fitted
+        on the run's out-of-fold predictions (subjects none of whose models trained on
+        them; :mod:`brainmaps.evaluation.bias`) is removed, as the run's own test folds
+        were corrected.
 
     Returns
     -------
@@ -256,4 +264,29 @@ def predict_run(
         negative, positive = ensemble.classes
         table["threshold_rule"], table["threshold"] = rule
         table["call"] = np.where(table[f"p_{positive}"] >= rule[1], positive, negative)
+    if targets is not None:
+        table = _with_targets(ensemble, table, targets)
     return table
+
+
+def _with_targets(ensemble: FoldEnsemble, table: pd.DataFrame, targets) -> pd.DataFrame:
+    """The gap before and after the run's out-of-fold bias line, for scans of known target."""
+    if ensemble.task.is_classification:
+        raise ConfigError("targets (true values) apply to regression runs; this run classifies.")
+    y = np.asarray([float(v) for v in targets], dtype=float)
+    if len(y) != len(table) or not np.all(np.isfinite(y)):
+        raise ConfigError(
+            f"give one finite true value per scan: {len(table)} scan(s), got {len(y)} value(s) "
+            f"({', '.join(map(str, list(targets)[:5]))})."
+        )
+    oof = pd.read_csv(ensemble.run.layout.predictions, sep="\t", dtype={"subject": str})
+    line = fit_bias(oof["y"], oof["prediction"])
+    if line is None:
+        raise ConfigError(
+            f"run {ensemble.run.path} has too few out-of-fold predictions to fit the bias line."
+        )
+    pred = table["prediction"].to_numpy(dtype=float)
+    corrected = apply_bias(y, pred, *line)
+    return table.assign(
+        target=y, gap=pred - y, prediction_corrected=corrected, gap_corrected=corrected - y
+    )
