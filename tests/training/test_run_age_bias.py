@@ -93,3 +93,16 @@ def test_predict_with_true_values_gives_the_corrected_gap(age_run, tiny_cohort, 
     assert main(["predict", str(run_dir), *map(str, scans), "--targets", "30,70"]) == 0
     assert "gap_corrected" in capsys.readouterr().out
     assert main(["predict", str(run_dir), str(scans[0]), "--targets", "old"]) != 0
+
+
+def test_report_shows_the_gap_before_and_after(age_run, tmp_path):
+    import shutil
+
+    from brainmaps.reports import build_report
+
+    run_dir, _ = age_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    html = build_report(copy).read_text()
+    assert "Regression to the mean" in html and "mae_mean_predictor" in html
+    assert "Gap against the true value, before and after correction." in html

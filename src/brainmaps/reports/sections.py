@@ -27,6 +27,7 @@ from brainmaps.analysis.sanity import MODEL_CHECK
 from brainmaps.analysis.trust import LOCALISATION_BOUND, LOCALISATION_CHANCE
 from brainmaps.exceptions import BrainmapsError, BrainmapsWarning
 from brainmaps.reports import figures
+from brainmaps.reports.section_brain_age import bias_blocks
 from brainmaps.reports.section_clinical import clinical_section
 from brainmaps.reports.section_protocol import protocol_facts, site_blocks, transfer_warning
 from brainmaps.reports.section_thresholds import thresholds_section
@@ -202,6 +203,7 @@ def _performance(run: RunFolder) -> list[dict] | None:
         elif "prediction" in df:
             png = figures.plot_regression(df)
             blocks.append(figure(png, "Out-of-fold predictions.", inline=True))
+            blocks += bias_blocks(run, table, figure, block)
     if comparison.is_file():
         blocks += _comparison(run, comparison)
     else:
