@@ -22,9 +22,22 @@ __all__ = ["compare_models", "format_comparison"]
 #: Columns summarised in the comparison, and the per-fold score tested, per task.
 SUMMARY = {
     "classification": (("accuracy", "balanced_accuracy", "roc_auc"), "accuracy"),
-    "regression": (("mae", "rmse", "r", "r2"), "mae"),
+    "regression": (
+        ("mae", "rmse", "r", "r2", "mae_corrected", "r_gap_y", "r_gap_y_corrected"),
+        "mae",
+    ),
 }
-_LABELS = {"balanced_accuracy": "balanced acc.", "roc_auc": "AUC", "r2": "R²"}
+#: Regression: the predict-the-training-mean MAE, listed after the models' own metrics.
+_MEAN_PREDICTOR = "mae_mean_predictor"
+_LABELS = {
+    "balanced_accuracy": "balanced acc.",
+    "roc_auc": "AUC",
+    "r2": "R²",
+    "mae_corrected": "MAE corr.",
+    "r_gap_y": "r(gap,y)",
+    "r_gap_y_corrected": "r(gap,y) corr.",
+    "mae_mean_predictor": "MAE mean pred.",
+}
 
 
 def _fold_rows(table: pd.DataFrame, model: str) -> pd.DataFrame:
@@ -61,13 +74,19 @@ def compare_models(
     -------
     pandas.DataFrame
         One row per model: ``model``, ``n_folds``, ``<metric>_mean`` and
-        ``<metric>_std`` for accuracy, balanced accuracy and AUC (MAE, RMSE, r, R² for
-        regression), and ``t`` and ``p`` of the corrected resampled t-test of the model
-        against ``reference`` (positive ``t``: the model's score is higher).
+        ``<metric>_std`` for accuracy, balanced accuracy and AUC (regression: MAE, RMSE,
+        r, R², and after the bias correction of each fold -- MAE corrected, the
+        correlation of the gap with the target before and after, and the MAE of
+        predicting the training mean; NaN for a model without them, e.g. an older run),
+        and ``t`` and ``p`` of the corrected resampled t-test of the model against
+        ``reference`` on per-fold accuracy (MAE: positive ``t``, the model's MAE is
+        higher).
     """
     if task not in SUMMARY:
         raise ConfigError(f"task must be one of {tuple(SUMMARY)}, got {task!r}.")
     columns, tested = SUMMARY[task]
+    if task == "regression":
+        columns = (*columns, _MEAN_PREDICTOR)
     tables = {name: _fold_rows(t, name) for name, t in per_fold.items()}
     folds = {name: sorted(t.index) for name, t in tables.items()}
     if len({tuple(f) for f in folds.values()}) > 1:

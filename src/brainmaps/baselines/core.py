@@ -18,6 +18,8 @@ from sklearn.model_selection import GridSearchCV
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
+from brainmaps.baselines.bias import bias_line, inner_cv_predictions, split_validation
+from brainmaps.evaluation.bias import apply_bias, bias_metrics
 from brainmaps.evaluation.metrics import (
     classification_metrics,
     regression_metrics,
@@ -70,6 +72,13 @@ class BaselineResult:
         The refitted best estimator of each fold.
     importances : pandas.DataFrame or None
         Feature importances (see :func:`~brainmaps.baselines.plots.importance_table`).
+    corrected, train_mean : numpy.ndarray or None
+        Regression: the bias-corrected predictions (NaN where no line could be fitted)
+        and the mean target of each row's training fold (see
+        :mod:`brainmaps.baselines.bias`); None for classification.
+    bias : tuple of (dict or None)
+        Regression: the bias line of each fold (``intercept``, ``slope``, ``n``,
+        ``source``).
     """
 
     name: str
@@ -80,6 +89,9 @@ class BaselineResult:
     best_params: tuple[dict, ...]
     estimators: tuple
     importances: pd.DataFrame | None = None
+    corrected: np.ndarray | None = None
+    train_mean: np.ndarray | None = None
+    bias: tuple = ()
 
 
 def _index_array(values, n: int, what: str) -> np.ndarray:
@@ -212,7 +224,7 @@ def inner_splits(groups, y, task: str, n_folds: int, seed: int) -> list[Split]:
     return [(rows[fold != j], rows[fold == j]) for j in range(k)]
 
 
-def fold_metrics(task: str, y, outputs, fold) -> pd.DataFrame:
+def fold_metrics(task: str, y, outputs, fold, corrected=None, train_mean=None) -> pd.DataFrame:
     """Per-fold metrics of out-of-fold outputs, then ``mean`` and ``std`` rows.
 
     Parameters
@@ -224,6 +236,10 @@ def fold_metrics(task: str, y, outputs, fold) -> pd.DataFrame:
         Class probabilities (n, n_classes) or predictions (n,).
     fold : array-like of int, shape (n,)
         Test fold of each row (rows with ``-1`` are ignored).
+    corrected, train_mean : array-like of float, shape (n,), optional
+        Regression: bias-corrected predictions and the training mean of each row's fold;
+        with them the metrics gain those of
+        :func:`~brainmaps.evaluation.bias.bias_metrics` (as a CNN run's).
 
     Returns
     -------
@@ -235,7 +251,11 @@ def fold_metrics(task: str, y, outputs, fold) -> pd.DataFrame:
     for k in np.unique(fold[fold >= 0]):
         sel = fold == k
         if not get_task(task).is_classification:
-            m = regression_metrics(np.asarray(y)[sel], np.asarray(outputs)[sel])
+            y_k, pred_k = np.asarray(y, dtype=float)[sel], np.asarray(outputs)[sel]
+            m = regression_metrics(y_k, pred_k)
+            if corrected is not None:
+                mean = None if train_mean is None else float(np.asarray(train_mean)[sel][0])
+                m.update(bias_metrics(y_k, pred_k, np.asarray(corrected)[sel], mean))
         else:
             m = classification_metrics(np.asarray(y)[sel], np.asarray(outputs)[sel])
         rows.append({"fold": str(k), "n_test": int(sel.sum()), **m})
@@ -311,6 +331,7 @@ def nested_cv(
     n_jobs: int = 1,
     name: str = "model",
     progress: bool = False,
+    bias_rows: Sequence | None = None,
 ) -> BaselineResult:
     """Cross-validate a scikit-learn estimator with a grid search nested in each fold.
 
@@ -345,6 +366,11 @@ def nested_cv(
         Name stored in the result.
     progress : bool
         Show a progress bar over the folds.
+    bias_rows : sequence of array-like of int, optional
+        Regression: per outer fold, validation rows among its training rows, e.g. the
+        CNN run's ``val`` rows: the fold is then fitted on its other training rows and
+        its bias line on their predictions; a fold without (three of) them fits the line
+        on inner cross-validation predictions (see :mod:`brainmaps.baselines.bias`).
 
     Returns
     -------
@@ -358,20 +384,40 @@ def nested_cv(
     outputs = np.full((n, n_classes) if n_classes else n, np.nan)
     fold = np.full(n, -1, dtype=np.int64)
     search = _Search(estimator, param_grid, task, inner_folds, random_state, n_jobs)
-    params, estimators = [], []
+    regression = not n_classes
+    corrected, train_mean = (np.full(n, np.nan), np.full(n, np.nan)) if regression else (None,) * 2
+    params, estimators, lines = [], [], []
     for k, (train, test) in enumerate(tqdm(splits, desc=name, disable=not progress)):
-        x_train, x_test = features(train, test)
-        y_train, shift, scale = y[train], 0.0, 1.0
-        if not get_task(task).is_classification:
+        rows = bias_rows[k] if regression and bias_rows is not None else None
+        fit, val = split_validation(train, rows, k)  # val: fit the bias line, as the CNN's
+        x_train, x_test = features(fit, test if val is None else np.concatenate([val, test]))
+        y_train, shift, scale = y[fit], 0.0, 1.0
+        if regression:
             shift, scale = float(y_train.mean()), float(y_train.std()) or 1.0
             y_train = (y_train - shift) / scale
-        gs = _fit_fold(search, x_train, y_train, groups[train])
-        outputs[test] = _predict(gs, x_test, task, n_classes) * scale + shift
+        gs = _fit_fold(search, x_train, y_train, groups[fit])
+        pred = _predict(gs, x_test, task, n_classes) * scale + shift
+        outputs[test] = pred if val is None else pred[len(val) :]
         fold[test] = k
         params.append(dict(gs.best_params_))
         estimators.append(gs.best_estimator_)
-    metrics = fold_metrics(task, y, outputs, fold)
-    return BaselineResult(name, task, fold, outputs, metrics, tuple(params), tuple(estimators))
+        if regression:  # the fold's bias line, from out-of-sample training predictions
+            if val is not None:
+                line = bias_line(y[val], pred[: len(val)], "val", k, name)
+            else:
+                inner = inner_cv_predictions(gs.best_estimator_, x_train, y_train, gs.cv)
+                line = bias_line(y[fit], inner * scale + shift, "inner_cv", k, name)
+            lines.append(line)
+            train_mean[test] = shift
+            if line is not None:
+                corrected[test] = apply_bias(
+                    y[test], outputs[test], line["intercept"], line["slope"]
+                )
+    metrics = fold_metrics(task, y, outputs, fold, corrected, train_mean)
+    return BaselineResult(
+        name, task, fold, outputs, metrics, tuple(params), tuple(estimators), None,
+        corrected, train_mean, tuple(lines),
+    )  # fmt: skip
 
 
 def table_features(x) -> Callable[[np.ndarray, np.ndarray], tuple]:

@@ -6,7 +6,13 @@ Writes ``<run>/baselines/``::
     predictions.tsv        out-of-fold predictions (as the run's predictions.tsv, + model)
     params.tsv             hyper-parameters chosen by the inner grid search, per fold
     comparison.tsv         CNN and every baseline: mean, std and corrected t-test vs the CNN
-    importances_<m>.tsv    lr: standardised coefficients; xgb: gain (and a .png bar plot)
+    importances_<m>.tsv    lr/ridge: standardised coefficients; xgb: gain (and a .png plot)
+
+Regression baselines are bias-corrected as the CNN is (:mod:`brainmaps.baselines.bias`):
+each fold's line is fitted on the run's ``val`` rows of that fold when it has at least
+three, else on inner cross-validation predictions of its training rows; predictions gain
+``gap``, ``prediction_corrected``, ``gap_corrected``, ``train_mean`` and metrics
+``r_gap_y``, ``mae_corrected``, ``r_gap_y_corrected``, ``mae_mean_predictor``.
 """
 
 from __future__ import annotations
@@ -24,7 +30,11 @@ from brainmaps.baselines.compare import compare_models
 from brainmaps.baselines.core import BaselineResult, fold_metrics
 from brainmaps.baselines.plots import plot_importances
 from brainmaps.baselines.tables import load_features
-from brainmaps.baselines.tabular import TABULAR_MODELS, cross_validate_tabular
+from brainmaps.baselines.tabular import (
+    REGRESSION_MODELS,
+    TABULAR_MODELS,
+    cross_validate_tabular,
+)
 from brainmaps.baselines.voxels import (
     VOXEL_MODELS,
     cross_validate_voxels,
@@ -43,11 +53,12 @@ __all__ = ["ALL_MODELS", "run_baselines"]
 ALL_MODELS = (*VOXEL_MODELS, *TABULAR_MODELS)
 _IMPORTANCE_LABELS = {
     "lr": "standardised coefficient (mean ± sd over folds)",
+    "ridge": "standardised coefficient (mean ± sd over folds)",
     "xgb": "gain (mean ± sd over folds)",
 }
 
 
-def _check_models(models: Sequence[str] | str, features) -> list[str]:
+def _check_models(models: Sequence[str] | str, features, task) -> list[str]:
     if isinstance(models, str):
         models = [m.strip() for m in models.split(",") if m.strip()]
     models = list(dict.fromkeys(str(m).lower() for m in models))
@@ -55,7 +66,15 @@ def _check_models(models: Sequence[str] | str, features) -> list[str]:
     if not models or unknown:
         raise ConfigError(
             f"models: unknown or no baseline(s) {unknown or models}; choose from "
-            f"{', '.join(ALL_MODELS)} (e.g. --models svm,lr,knn,xgb)."
+            f"{', '.join(ALL_MODELS)} (classification e.g. --models svm,lr,knn,xgb; regression "
+            "e.g. --models svm,ridge,svr,gpr: svm/svm_linear are voxel SVRs there, "
+            f"{', '.join(REGRESSION_MODELS)} are regression-only table models)."
+        )
+    wrong = [m for m in models if m in REGRESSION_MODELS and task.is_classification]
+    if wrong:
+        raise ConfigError(
+            f"models: {', '.join(wrong)} are regression baselines, found a classification run; "
+            "choose from svm, svm_linear, lr, knn, xgb."
         )
     tabular = [m for m in models if m in TABULAR_MODELS]
     if tabular and features is None:
@@ -80,7 +99,16 @@ def _predictions(run: RunFolder, result: BaselineResult) -> pd.DataFrame:
     rows = run.table.loc[tested, ["subject", "session", "label", "y"]].reset_index(drop=True)
     rows.insert(0, "fold", result.fold[tested])
     rows.insert(0, "model", result.name)
-    return run.task.prediction_frame(rows, result.outputs[tested])
+    frame = run.task.prediction_frame(rows, result.outputs[tested])
+    if result.corrected is None:
+        return frame
+    y, pred, corrected = rows["y"].to_numpy(float), result.outputs[tested], result.corrected[tested]
+    return frame.assign(  # the columns of a CNN regression run's predictions
+        gap=pred - y,
+        prediction_corrected=corrected,
+        gap_corrected=corrected - y,
+        train_mean=result.train_mean[tested],
+    )
 
 
 def _read(path: Path) -> pd.DataFrame | None:
@@ -109,6 +137,7 @@ def _write_results(run: RunFolder, results: dict[str, BaselineResult]) -> pd.Dat
     params = pd.DataFrame(
         [
             {"model": m, "fold": k, "params": json.dumps(p, sort_keys=True, default=str)}
+            | ({"bias": json.dumps(r.bias[k], sort_keys=True)} if r.bias else {})
             for m, r in results.items()
             for k, p in enumerate(r.best_params)
         ]
@@ -165,7 +194,12 @@ def _cnn_metrics(run: RunFolder) -> pd.DataFrame | None:
     if metrics is None and predictions is not None:
         outputs = run.task.outputs_from_frame(predictions).astype(float)
         y = predictions["y"].to_numpy(dtype=int if run.task.is_classification else float)
-        metrics = fold_metrics(run.task, y, outputs, predictions["fold"].to_numpy(dtype=int))
+        extra = [
+            pd.to_numeric(predictions[c], errors="coerce").to_numpy() if c in predictions else None
+            for c in ("prediction_corrected", "train_mean")
+        ]
+        fold = predictions["fold"].to_numpy(dtype=int)
+        metrics = fold_metrics(run.task, y, outputs, fold, *extra)
     if metrics is None:
         warnings.warn(
             f"{run.path} has no {run.layout.METRICS} nor CNN predictions for every fold; the "
@@ -223,11 +257,15 @@ def run_baselines(
         A run folder of ``brainmaps train`` (classification or regression).
     models : sequence of str or str
         From ``"svm"`` (RBF) and ``"svm_linear"`` on the run's voxels inside the MNI
-        brain mask, and ``"lr"``, ``"knn"``, ``"xgb"`` on ``features``; a comma-separated
+        brain mask (SVC, or SVR on a regression run), and ``"lr"``, ``"knn"``, ``"xgb"``
+        on ``features``; regression runs also ``"ridge"`` (= ``"lr"``), ``"svr"``,
+        ``"svr_linear"`` and ``"gpr"`` on ``features`` (see
+        :func:`~brainmaps.baselines.tabular.make_tabular_model`). A comma-separated
         string is accepted. Rows of models not run now are kept from earlier calls.
     features : str or os.PathLike, optional
         A table of morphometric features (see
-        :func:`~brainmaps.baselines.tables.load_features`); required by lr, knn and xgb.
+        :func:`~brainmaps.baselines.tables.load_features`), e.g. regional volumes for
+        brain age; required by the table models.
     n_jobs : int
         Parallel fits of the grid search (and preprocessing of uncached volumes).
     random_state : int
@@ -251,8 +289,8 @@ def run_baselines(
     CohortError
         If the features table lacks subjects of the run.
     """
-    models = _check_models(models, features)
     run = open_run(run_dir)
+    models = _check_models(models, features, run.task)
     table = None
     if any(m in TABULAR_MODELS for m in models):  # read first: fail before the slow part
         target = run.config.data.target
@@ -267,6 +305,8 @@ def run_baselines(
         "n_jobs": n_jobs,
         "progress": progress,
     }
+    if not run.task.is_classification:  # the bias line on the CNN's validation subjects
+        common["bias_rows"] = [run.indices(k, "val") for k in range(run.n_folds)]
     results: dict[str, BaselineResult] = {}
     if any(m in VOXEL_MODELS for m in models):
         x = _voxels(run, n_jobs, progress)

@@ -40,6 +40,8 @@ KERNELS = ("rbf", "linear")
 VOXEL_MODELS = {"svm": "rbf", "svm_linear": "linear"}
 _C_GRID = [1.0, 10.0, 100.0]
 _GAMMA_GRID = {"rbf": [0.1, 1.0], "linear": [1.0]}
+#: Grid of the kernel SVMs per kernel (``gamma``: multiples of scikit-learn's "scale").
+SVM_GRID = {kernel: {"C": _C_GRID, "gamma": gammas} for kernel, gammas in _GAMMA_GRID.items()}
 _BLOCK_BYTES = 64 * 2**20
 
 
@@ -234,6 +236,7 @@ def cross_validate_voxels(
     random_state: int = 0,
     n_jobs: int = 1,
     progress: bool = False,
+    bias_rows: Sequence | None = None,
 ) -> BaselineResult:
     """Cross-validate an SVM on voxels, with ``C`` chosen by a nested grid search.
 
@@ -254,8 +257,9 @@ def cross_validate_voxels(
     folds : array-like or sequence of (train, test)
         Outer folds (see :func:`~brainmaps.baselines.core.as_splits`).
     kernel : {"rbf", "linear"}
-    groups, task, inner_folds, random_state, n_jobs, progress
-        See :func:`~brainmaps.baselines.core.nested_cv`.
+    groups, task, inner_folds, random_state, n_jobs, progress, bias_rows
+        See :func:`~brainmaps.baselines.core.nested_cv` (regression results carry the
+        bias-corrected predictions of :mod:`brainmaps.baselines.bias`).
 
     Returns
     -------
@@ -267,7 +271,7 @@ def cross_validate_voxels(
     estimator = KernelSVR() if not get_task(task).is_classification else KernelSVC()
     return nested_cv(
         estimator,
-        {"C": _C_GRID, "gamma": _GAMMA_GRID[kernel]},
+        SVM_GRID[kernel],
         y,
         folds,
         lambda train, test: fold_kernel(x, train, test, kernel),
@@ -278,4 +282,5 @@ def cross_validate_voxels(
         n_jobs=n_jobs,
         name="svm" if kernel == "rbf" else "svm_linear",
         progress=progress,
+        bias_rows=bias_rows,
     )
