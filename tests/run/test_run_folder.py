@@ -107,7 +107,7 @@ def test_a_diverging_run_stops_with_a_clear_error(tiny_cohort, tmp_path, capsys)
 
 
 def test_diverged_fold_error_names_the_fold(monkeypatch, tiny_cohort, tmp_path):
-    import brainmaps.training.run as run_module
+    import brainmaps.training.fold as run_module  # the fold training calls train_model
 
     real = run_module.train_model
 
