@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from brainmaps.exceptions import ConfigError, ShapeError
+from brainmaps.models.base import check_model_input
 from brainmaps.models.registry import register_model
 from brainmaps.models.xin2019 import _int_tuple, _positive_int
 
@@ -111,13 +112,7 @@ class GapCNN(nn.Module):
         ShapeError
             If the input is not 5-D or its channel/spatial shape differs from the model's.
         """
-        expected = (self.config["in_channels"], *self.input_shape)
-        if x.dim() != 5 or tuple(x.shape[1:]) != expected:
-            raise ShapeError(
-                f"GapCNN expects inputs of shape (N, {', '.join(map(str, expected))}), got "
-                f"{tuple(x.shape)}; resample the volumes to the model grid or rebuild the "
-                "model with matching input_shape/in_channels."
-            )
+        check_model_input(self, x)
         return self.classifier(self.features(x))
 
 
