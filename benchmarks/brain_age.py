@@ -53,14 +53,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import resource
-import subprocess
 import sys
 import time
 
 import torch
 
+from _rows import ROW_TAG, device_name, memory_now, memory_peak, run_row, sync
 from brainmaps.attribution.lrp import LRP
 from brainmaps.data.preprocess import parse_grid
 from brainmaps.exceptions import ConfigError
@@ -75,46 +73,9 @@ LR = 3e-4
 LRP_EPSILON = 0.1  # iNNvestigate's default epsilon (Hofmann et al.); timing does not depend on it
 GOAL = 2.0  # LRP composite per subject at most 2x one forward + backward
 QUICK = {"grids": ["40x48x40"], "lrp_grids": ["40x48x40"], "steps": 2, "warmup": 1}
-ROW_TAG = "ROW "
 
 
 # --------------------------------------------------------------------------- memory
-
-
-def _maxrss_mib() -> float:
-    """Peak RSS of this process in MiB (ru_maxrss is KiB on Linux, bytes on macOS)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024**2 if sys.platform == "darwin" else 1024)
-
-
-def _rss_mib() -> float:
-    """Current RSS in MiB (``/proc/self/statm``; the peak where that is missing)."""
-    try:
-        with open("/proc/self/statm") as f:
-            pages = int(f.read().split()[1])
-        return pages * os.sysconf("SC_PAGE_SIZE") / 1024**2
-    except (OSError, ValueError, IndexError):
-        return _maxrss_mib()
-
-
-def _memory_now(dev: torch.device) -> float:
-    if dev.type == "cuda":
-        return torch.cuda.memory_allocated(dev) / 1024**2
-    return _rss_mib()
-
-
-def _memory_peak(dev: torch.device) -> float:
-    if dev.type == "cuda":
-        return torch.cuda.max_memory_allocated(dev) / 1024**2
-    return _maxrss_mib()
-
-
-def _sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-
-
-# --------------------------------------------------------------------------- rows
 
 
 def _build(name: str, grid, dev: torch.device | str) -> torch.nn.Module:
@@ -143,18 +104,18 @@ def measure_train(spec: dict) -> dict:
         scaler.step(optimizer)
         scaler.update()
 
-    _sync(dev)
-    before = _memory_now(dev)
+    sync(dev)
+    before = memory_now(dev)
     start = time.perf_counter()
     for _ in range(spec["warmup"]):
         step()
-    _sync(dev)
+    sync(dev)
     warm = time.perf_counter()
     for _ in range(spec["steps"]):
         step()
-    _sync(dev)
+    sync(dev)
     seconds = time.perf_counter() - warm
-    peak = _memory_peak(dev)
+    peak = memory_peak(dev)
     return {
         "vol_s": batch * spec["steps"] / seconds,
         "s_step": seconds / spec["steps"],
@@ -191,14 +152,14 @@ def measure_lrp(spec: dict) -> dict:
         assert maps.shape == (batch, *spec["grid"])
 
     def timed(fn) -> float:
-        _sync(dev)
+        sync(dev)
         start = time.perf_counter()
         fn()
-        _sync(dev)
+        sync(dev)
         return time.perf_counter() - start
 
-    _sync(dev)
-    before = _memory_now(dev)
+    sync(dev)
+    before = memory_now(dev)
     for _ in range(spec["warmup"]):
         gradient()
         explain()
@@ -206,7 +167,7 @@ def measure_lrp(spec: dict) -> dict:
     for _ in range(spec["steps"]):
         grad_s += timed(gradient)
         lrp_s += timed(explain)
-    peak = _memory_peak(dev)
+    peak = memory_peak(dev)
     per = spec["steps"] * batch
     return {
         "grad_s": grad_s / per,
@@ -217,30 +178,7 @@ def measure_lrp(spec: dict) -> dict:
     }
 
 
-def run_row(spec: dict) -> dict:
-    """Run one row in a fresh interpreter; ``{"error": ...}`` if it fails."""
-    cmd = [sys.executable, os.path.abspath(__file__), "--row", json.dumps(spec)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith(ROW_TAG):
-            return json.loads(line[len(ROW_TAG) :])
-    lines = [s for s in proc.stderr.strip().splitlines() if s.strip()]
-    return {"error": lines[-1][:200] if lines else f"exit status {proc.returncode}"}
-
-
 # --------------------------------------------------------------------------- report
-
-
-def _device_name(dev: torch.device) -> str:
-    if dev.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(dev)})"
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            name = next(s.split(":", 1)[1].strip() for s in f if s.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"cpu ({name}, {os.cpu_count()} cores)"
 
 
 def _grid_label(grid) -> str:
@@ -306,7 +244,9 @@ def _train_table(args, spec: dict, memory: str, train_label: str) -> bool:
     ok = True
     for grid in args.grids:
         results = {
-            m: run_row({**spec, "kind": "train", "model": m, "grid": grid, "batch": args.batch})
+            m: run_row(
+                __file__, {**spec, "kind": "train", "model": m, "grid": grid, "batch": args.batch}
+            )
             for m in args.models
         }
         ref = results.get("mrinet", {})
@@ -338,7 +278,9 @@ def _lrp_table(args, spec: dict, memory: str) -> bool:
     for grid in args.lrp_grids:
         for m in args.models:
             for batch in args.lrp_batches:
-                r = run_row({**spec, "kind": "lrp", "model": m, "grid": grid, "batch": batch})
+                r = run_row(
+                    __file__, {**spec, "kind": "lrp", "model": m, "grid": grid, "batch": batch}
+                )
                 label = f"{m}{' (BatchNorm folded)' if m == 'sfcn' else ''}"
                 if "error" in r:
                     ok = False
@@ -374,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     print(
         f"brain-age members {', '.join(args.models)} (regression, n_classes=1); device "
-        f"{_device_name(dev)}; torch {torch.__version__}; threads {args.threads}; "
+        f"{device_name(dev)}; torch {torch.__version__}; threads {args.threads}; "
         f"{args.warmup} warm-up + {args.steps} timed steps{' (--quick)' if args.quick else ''}"
     )
     memory = "peak CUDA allocated" if dev.type == "cuda" else "peak RSS"

@@ -56,15 +56,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import resource
-import subprocess
 import sys
 import time
 
 import torch
 import torch.nn.functional as F
 
+from _rows import ROW_TAG, device_name, memory_now, memory_peak, run_row, sync
 from brainmaps.data.preprocess import parse_grid
 from brainmaps.exceptions import ConfigError
 from brainmaps.models import create_model
@@ -75,46 +73,9 @@ IN_CHANNELS = 2
 LR = 3e-4
 QUICK = {"width": 0.25, "blocks": [1, 1, 1], "grid": "48x56x48", "steps": 2, "warmup": 1}
 QUICK_TRANSFER_GRID = "72x84x72"
-ROW_TAG = "ROW "
 
 
 # --------------------------------------------------------------------------- memory
-
-
-def _maxrss_mib() -> float:
-    """Peak RSS of this process in MiB (ru_maxrss is KiB on Linux, bytes on macOS)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024**2 if sys.platform == "darwin" else 1024)
-
-
-def _rss_mib() -> float:
-    """Current RSS in MiB (``/proc/self/statm``; the peak where that is missing)."""
-    try:
-        with open("/proc/self/statm") as f:
-            pages = int(f.read().split()[1])
-        return pages * os.sysconf("SC_PAGE_SIZE") / 1024**2
-    except (OSError, ValueError, IndexError):
-        return _maxrss_mib()
-
-
-def _memory_now(dev: torch.device) -> float:
-    if dev.type == "cuda":
-        return torch.cuda.memory_allocated(dev) / 1024**2
-    return _rss_mib()
-
-
-def _memory_peak(dev: torch.device) -> float:
-    if dev.type == "cuda":
-        return torch.cuda.max_memory_allocated(dev) / 1024**2
-    return _maxrss_mib()
-
-
-def _sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-
-
-# --------------------------------------------------------------------------- one row
 
 
 def _build(spec: dict, dev: torch.device | str) -> torch.nn.Module:
@@ -166,18 +127,18 @@ def measure_row(spec: dict) -> dict:
             with torch.no_grad(), torch.autocast(dev.type, dtype=amp_dtype, enabled=use_amp):
                 net(x)
 
-    _sync(dev)
-    before = _memory_now(dev)
+    sync(dev)
+    before = memory_now(dev)
     start = time.perf_counter()
     for _ in range(spec["warmup"]):
         step()
-    _sync(dev)
+    sync(dev)
     warm = time.perf_counter()
     for _ in range(spec["steps"]):
         step()
-    _sync(dev)
+    sync(dev)
     seconds = time.perf_counter() - warm
-    peak = _memory_peak(dev)
+    peak = memory_peak(dev)
     return {
         "vol_s": batch * spec["steps"] / seconds,
         "s_step": seconds / spec["steps"],
@@ -187,35 +148,12 @@ def measure_row(spec: dict) -> dict:
     }
 
 
-def run_row(spec: dict) -> dict:
-    """Run :func:`measure_row` in a fresh interpreter; ``{"error": ...}`` if it fails."""
-    cmd = [sys.executable, os.path.abspath(__file__), "--row", json.dumps(spec)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith(ROW_TAG):
-            return json.loads(line[len(ROW_TAG) :])
-    lines = [s for s in proc.stderr.strip().splitlines() if s.strip()]
-    return {"error": lines[-1][:200] if lines else f"exit status {proc.returncode}"}
-
-
 # --------------------------------------------------------------------------- report
 
 
 def _hours(seconds: float) -> str:
     h = seconds / 3600
     return f"{h:.1f} h ({h / 24:.1f} days)" if h >= 48 else f"{h:.2f} h"
-
-
-def _device_name(dev: torch.device) -> str:
-    if dev.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(dev)})"
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            name = next(s.split(":", 1)[1].strip() for s in f if s.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"cpu ({name}, {os.cpu_count()} cores)"
 
 
 def _n_params(spec: dict) -> int:
@@ -325,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         else f"inception_resnet_v2 width {args.width:g}, head transfer (stem + transfer head)"
     )
     print(
-        f"{model}: {_n_params(spec):,} parameters; device {_device_name(dev)}; torch "
+        f"{model}: {_n_params(spec):,} parameters; device {device_name(dev)}; torch "
         f"{torch.__version__}; threads {args.threads}; batch {args.batch}; grid {grid}; "
         f"{args.warmup} warm-up + {args.steps} timed steps{' (--quick)' if args.quick else ''}"
     )
@@ -334,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     for label, channels_last, compiled in variants(dev, args):
         for mode in modes:
             row = {**spec, "mode": mode, "channels_last": channels_last, "compile": compiled}
-            results[label, mode] = run_row(row)
+            results[label, mode] = run_row(__file__, row)
     memory = "peak CUDA allocated" if dev.type == "cuda" else "peak RSS"
     print(f"\nload average before/after: {load_before:.2f}/{os.getloadavg()[0]:.2f}")
     print(
