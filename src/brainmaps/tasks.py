@@ -33,6 +33,7 @@ __all__ = [
     "Task",
     "check_age_groups",
     "get_task",
+    "target_stats",
 ]
 
 #: Cutoffs of the young (< 47) and old (>= 60) groups of Hofmann et al. (2022), in years.
@@ -72,6 +73,28 @@ def check_age_groups(value: Any) -> tuple[float, float] | None:
             f"young < 47 and old >= 60 years), or 'none'; got {value!r}."
         )
     return low, high
+
+
+def target_stats(values: Any) -> tuple[float, float]:
+    """``(mean, std)`` with which regression targets are standardised for training.
+
+    The mean and population standard deviation of the training targets (a std of 0, a
+    constant target, counts as 1). :func:`brainmaps.training.loop.train_model` divides by
+    them, and a model whose outputs depend on them (SFCN's ``soft_bins``) is built with
+    the same numbers.
+
+    Parameters
+    ----------
+    values : array-like
+        The training targets, in target units.
+
+    Returns
+    -------
+    (float, float)
+    """
+    train = np.asarray(values, dtype=np.float64)
+    std = float(train.std())
+    return float(train.mean()), std if std > 0 else 1.0
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from brainmaps.attribution._spatial import layer_geometry, upsample_aligned
 from brainmaps.attribution.base import AttributionMethod, find_module, register_method
 from brainmaps.attribution.grad_cam import default_layer, layer_activations
 from brainmaps.exceptions import ConfigError
+from brainmaps.models.soft_bins import SoftBinExpectation
 
 __all__ = ["CAM"]
 
@@ -36,8 +37,9 @@ class CAM(AttributionMethod):
     Raises
     ------
     ConfigError
-        If the model has no global average pooling or its last linear layer does not
-        take the layer's channels.
+        If the model has no global average pooling, its last linear layer does not
+        take the layer's channels, or its output is not that layer's (SFCN's
+        ``soft_bins`` expectation).
 
     References
     ----------
@@ -56,6 +58,14 @@ class CAM(AttributionMethod):
             raise ConfigError(
                 f"CAM needs a network ending in global average pooling and one linear layer "
                 f"(such as gap_cnn); {type(model).__name__} has none. Use grad_cam instead."
+            )
+        if any(isinstance(m, SoftBinExpectation) for m in model.modules()):
+            raise ConfigError(
+                f"CAM reads the output from the last linear layer's weights, but "
+                f"{type(model).__name__} was trained with soft_bins: its output is the "
+                "softmax-weighted mean of the bin centres, which is not linear in that "
+                "layer. Use grad_cam (or another gradient method), or train without "
+                "--model-option soft_bins."
             )
         self.fc = linears[-1]
 

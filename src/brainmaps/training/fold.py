@@ -24,7 +24,7 @@ from brainmaps.data.cache import CachedVolumes
 from brainmaps.data.cohort import Cohort
 from brainmaps.evaluation.bias import apply_bias, fit_bias
 from brainmaps.exceptions import BrainmapsError, BrainmapsWarning
-from brainmaps.models import create_model
+from brainmaps.models import create_model, get_model_class
 from brainmaps.models.checkpoints import load_checkpoint, save_checkpoint
 from brainmaps.models.predict import predict_volumes
 from brainmaps.run.config import RunConfig
@@ -33,7 +33,13 @@ from brainmaps.tasks import Task, get_task
 from brainmaps.training.loop import train_model
 from brainmaps.utils import write_tsv
 
-__all__ = ["MEMBER_SEED_STEP", "TrainingDivergedError", "member_done", "train_fold"]
+__all__ = [
+    "MEMBER_SEED_STEP",
+    "TrainingDivergedError",
+    "fitted_model_config",
+    "member_done",
+    "train_fold",
+]
 
 #: Member ``j`` of fold ``k`` is seeded with ``seed + k + MEMBER_SEED_STEP * j``.
 MEMBER_SEED_STEP = 1000
@@ -56,6 +62,23 @@ def model_config(config: RunConfig, cohort: Cohort, in_channels: int) -> dict:
         "input_shape": list(config.preprocess.grid_shape),
         **config.model.options,
     }
+
+
+def fitted_model_config(
+    config: RunConfig, cohort: Cohort, in_channels: int, train_idx: np.ndarray
+) -> dict:
+    """:func:`model_config` fitted to a fold's training targets, where the model needs it.
+
+    A model class with a ``fit_config(config, targets)`` classmethod (SFCN, for its
+    ``soft_bins``) derives options from the targets of ``train_idx`` (the fold's training
+    subjects, never its validation or test subjects); the result is what the fold's
+    checkpoint records.
+    """
+    net_config = model_config(config, cohort, in_channels)
+    fit = getattr(get_model_class(config.model.name), "fit_config", None)
+    if fit is None:
+        return net_config
+    return fit(net_config, np.asarray(cohort.labels)[np.asarray(train_idx, dtype=np.int64)])
 
 
 def in_channels(volumes: CachedVolumes) -> int:
@@ -117,7 +140,7 @@ def _train_member(config, cohort, volumes, roles, k, j, layout, plan, idx) -> tu
     predictions). Returns the member's outputs, state_dict and checkpoint metadata."""
     t, execution = config.training, config.execution
     train_idx, val_idx, test_idx = idx
-    net_config = model_config(config, cohort, in_channels(volumes))
+    net_config = fitted_model_config(config, cohort, in_channels(volumes), train_idx)
     seed = t.seed + k + MEMBER_SEED_STEP * j
     torch.manual_seed(seed)
     model = create_model(config.model.name, **net_config)

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from brainmaps.exceptions import BrainmapsWarning, ConfigError, DataLeakageError
 from brainmaps.models.device import resolve_device
 from brainmaps.models.predict import VolumeDataset, check_indices
-from brainmaps.tasks import Task, get_task
+from brainmaps.tasks import Task, get_task, target_stats
 
 __all__ = ["TrainResult", "train_model"]
 
@@ -68,8 +68,7 @@ def _prepare_targets(targets, train_idx, task: Task):
         train = values[train_idx]
         if not np.all(np.isfinite(train)):
             raise ConfigError("regression targets hold NaN or infinite values; drop those rows.")
-        std = float(train.std())
-        stats = (float(train.mean()), std if std > 0 else 1.0)
+        stats = target_stats(train)
         return ((values - stats[0]) / stats[1]).astype(np.float32), stats
     if targets.dtype.kind not in "iub" and not np.all(targets == np.round(targets)):
         raise ConfigError(
@@ -81,6 +80,32 @@ def _prepare_targets(targets, train_idx, task: Task):
 
 def _outputs(model: nn.Module, x: torch.Tensor, task: Task) -> torch.Tensor:
     return task.shape_outputs(model(x))
+
+
+def _loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: Task) -> tuple:
+    """(loss, outputs) of a batch: the model's own ``training_loss`` where it has one
+    (SFCN's soft bins: KL over bin logits), else the task's loss of its outputs."""
+    own = getattr(model, "training_loss", None)
+    found = own(x, y) if own is not None else None
+    if found is None:
+        out = _outputs(model, x, task)
+        return task.loss(out, y), out
+    loss, out = found
+    return loss, task.shape_outputs(out)
+
+
+def _check_model_stats(model: nn.Module, stats: tuple[float, float] | None) -> None:
+    """Refuse a model built for other target statistics than these training targets'."""
+    expected = getattr(model, "target_stats", None)
+    if expected is None:
+        return
+    if stats is None or not np.allclose(expected, stats, rtol=1e-6, atol=1e-9):
+        raise ConfigError(
+            f"the model was built for training targets with (mean, std) = "
+            f"{tuple(expected)}, but these training targets have {stats} (None: "
+            "classification); build it with SFCN.fit_config(config, targets[train_idx]) "
+            "on the same training subjects and a regression task."
+        )
 
 
 @dataclass(frozen=True)
@@ -117,7 +142,7 @@ def _train_epoch(model, loader, optimizer, scaler, p: _Plan) -> float:
         x, y = x.to(p.device, non_blocking=True), y.to(p.device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(p.device.type, dtype=torch.float16, enabled=p.use_amp):
-            loss = p.task.loss(_outputs(model, x, p.task), y)
+            loss = _loss(model, x, y, p.task)[0]
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
@@ -149,8 +174,8 @@ def _evaluate(model, loader, p: _Plan) -> tuple[float, float]:
     for x, y in loader:
         x, y = x.to(p.device, non_blocking=True), y.to(p.device, non_blocking=True)
         with torch.autocast(p.device.type, dtype=torch.float16, enabled=p.use_amp):
-            out = _outputs(model, x, p.task)
-        loss_sum += float(p.task.loss(out, y)) * len(x)
+            loss, out = _loss(model, x, y, p.task)
+        loss_sum += float(loss) * len(x)
         score_sum += p.task.score(out, y, p.stats[1] if p.stats else 1.0)
     return loss_sum / len(loader.dataset), score_sum / len(loader.dataset)
 
@@ -196,6 +221,11 @@ def train_model(
 ) -> TrainResult:
     """Train ``model`` with Adam and keep the epoch with the lowest validation loss.
 
+    The loss is the task's (cross-entropy or MSE) unless the model defines
+    ``training_loss(inputs, targets)`` returning ``(loss, outputs)`` (``None``: the task's
+    loss); SFCN with ``soft_bins`` does (the KL loss of Peng et al.'s soft labels), for
+    the training and the validation loss alike.
+
     Parameters
     ----------
     model : torch.nn.Module
@@ -240,7 +270,8 @@ def train_model(
     Raises
     ------
     ConfigError
-        On bad parameters or targets.
+        On bad parameters or targets, or a model built for training targets with other
+        statistics (its ``target_stats``).
     DataLeakageError
         If a volume is in both ``train_idx`` and ``val_idx``.
     """
@@ -253,6 +284,7 @@ def train_model(
     train_idx, val_idx = _check_split(train_idx, val_idx, len(volumes))
     task = get_task(task)
     y, stats = _prepare_targets(targets, train_idx, task)
+    _check_model_stats(model, stats)
     use_amp = bool(amp) and dev.type == "cuda"
     desc = desc or "training"
     plan = _Plan(

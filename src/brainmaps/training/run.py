@@ -45,9 +45,9 @@ from brainmaps.run.layout import RunLayout
 from brainmaps.run.lock import run_lock
 from brainmaps.training.fold import (
     TrainingDivergedError,
+    fitted_model_config,
     fold_task,
     member_done,
-    model_config,
     train_fold,
 )
 from brainmaps.training.transfer import plan_transfer, with_transfer_head
@@ -174,14 +174,26 @@ def _fold_roles(config: RunConfig, cohort: Cohort, folds: np.ndarray) -> pd.Data
     return pd.concat(rows, ignore_index=True)[["fold", "subject", "session", "role"]]
 
 
-_model_config = model_config
+def _train_idx(roles: pd.DataFrame, k: int) -> np.ndarray:
+    return np.flatnonzero(roles.loc[roles["fold"] == k, "role"].to_numpy() == "train")
 
 
-def _check_model(config: RunConfig, cohort: Cohort) -> None:
-    """Build the network once on the meta device, so a bad model/grid fails before writing."""
+def _fitted_configs(config: RunConfig, cohort: Cohort, roles: pd.DataFrame, n_channels: int):
+    """Every fold's network options, fitted to its training targets (SFCN's soft bins)."""
+    n_folds = int(roles["fold"].max()) + 1
+    return [
+        fitted_model_config(config, cohort, n_channels, _train_idx(roles, k))
+        for k in range(n_folds)
+    ]
+
+
+def _check_model(config: RunConfig, cohort: Cohort, roles: pd.DataFrame) -> None:
+    """Build the network once on the meta device, so a bad model/grid fails before writing
+    (options fitted to the training targets are checked for every fold)."""
     try:
+        fitted = _fitted_configs(config, cohort, roles, 1)
         with torch.device("meta"):
-            create_model(config.model.name, **_model_config(config, cohort, 1))
+            create_model(config.model.name, **fitted[0])
     except BrainmapsError:
         raise
     except (TypeError, ValueError) as exc:
@@ -198,10 +210,14 @@ def _prepare(config: RunConfig, layout: RunLayout) -> tuple:
     cohort = load_run_cohort(config)
     folds = _assign_folds(config, cohort)
     roles = _fold_roles(config, cohort, folds)
-    _check_model(config, cohort)
+    _check_model(config, cohort, roles)
     n_channels = max(len(cohort.channels), 1)
     plan = plan_transfer(
-        config, cohort.classes, cohort.task, roles, _model_config(config, cohort, n_channels)
+        config,
+        cohort.classes,
+        cohort.task,
+        roles,
+        fitted_model_config(config, cohort, n_channels, _train_idx(roles, 0)),
     )
     _check_run_folder(config, layout)
     volumes = cache_channels(
