@@ -15,6 +15,7 @@ that they hold. Exact equality is asserted only between two runs in one process
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -104,3 +105,27 @@ def tiny_run(tiny_cohort, tmp_path_factory) -> Path:
     config = tiny_config(tiny_cohort, base / "run", base / "cache")
     train_run(config, progress=False)
     return base / "run"
+
+
+@pytest.fixture(scope="session")
+def age_run(tmp_path_factory):
+    """A 3-fold xin2019 age regression on 80 synthetic subjects (age effect 0.5, the
+    strongest allowed) with LRP composite maps; about 20 s on one core.
+
+    Shared by the brain-age map and anatomy tests; treat it as read-only (copy it).
+    """
+    from brainmaps.attribution.cohort import explain_run
+    from brainmaps.data.synthetic import make_synthetic_cohort
+    from brainmaps.training.run import train_run
+    from tiny import tiny_config
+
+    root = tmp_path_factory.mktemp("age")
+    cohort = root / "synth"
+    make_synthetic_cohort(
+        cohort, n_subjects=80, seed=3, voxel_size=4.0, age_effect=0.5, progress=False
+    )
+    config = tiny_config(cohort, root / "run", root / "cache", seed=0, epochs=40)
+    config = dataclasses.replace(config, data=dataclasses.replace(config.data, target="age"))
+    train_run(config)
+    explain_run(root / "run", ["lrp"], options={"lrp": {"rule": "composite"}}, progress=False)
+    return root / "run"

@@ -4,7 +4,6 @@ points at the ventricles, where the synthetic cohorts plant the age effect."""
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 
 import nibabel as nib
@@ -14,7 +13,6 @@ import pytest
 
 from brainmaps.exceptions import ConfigError, ShapeError
 from brainmaps.tasks import DEFAULT_AGE_GROUPS, Regression, check_age_groups
-from tiny import tiny_config
 
 GROUPS = ["all", "young", "old", "gap_positive", "gap_negative"]
 
@@ -52,27 +50,7 @@ def test_bad_age_group_cutoffs_name_the_option(value):
         check_age_groups(value)
 
 
-# -- a tiny brain-age run --------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def age_run(tmp_path_factory):
-    """A 3-fold xin2019 age regression on 80 synthetic subjects (age effect 0.5, the
-    strongest allowed) with LRP composite maps; about 20 s on one core."""
-    from brainmaps.attribution.cohort import explain_run
-    from brainmaps.data.synthetic import make_synthetic_cohort
-    from brainmaps.training.run import train_run
-
-    root = tmp_path_factory.mktemp("age")
-    cohort = root / "synth"
-    make_synthetic_cohort(
-        cohort, n_subjects=80, seed=3, voxel_size=4.0, age_effect=0.5, progress=False
-    )
-    config = tiny_config(cohort, root / "run", root / "cache", seed=0, epochs=40)
-    config = dataclasses.replace(config, data=dataclasses.replace(config.data, target="age"))
-    train_run(config)
-    explain_run(root / "run", ["lrp"], options={"lrp": {"rule": "composite"}}, progress=False)
-    return root / "run"
+# -- a tiny brain-age run (fixture age_run in conftest.py) ---------------------------
 
 
 def _mean_of(run_dir, files):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from brainmaps import __version__
 from brainmaps.cli import (
+    anatomy,
     baseline,
     clinical,
     compare,
@@ -51,6 +52,7 @@ _COMMANDS = (
     explain,
     compare,
     regions,
+    anatomy,
     localise,
     faithfulness,
     sanity,

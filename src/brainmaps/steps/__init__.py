@@ -1,7 +1,8 @@
 """Steps run on a run folder: each described once and recorded with its options.
 
 ``explain`` computes the maps; the analysis steps (``thresholds``: operating points of
-a binary run, ``clinical`` (the score against clinical measures: run only on request),
+a binary run, ``anatomy`` (relevance in atlas regions against their volumes: run only
+on request), ``clinical`` (the score against clinical measures: run only on request),
 ``compare``, ``localise``,
 ``regions``, ``faithfulness``, ``sanity``, ``masked_eval``, ``roar`` (remove and
 retrain: run only on request, never by the report), ``first_layer``, and ``trust``,
@@ -13,6 +14,7 @@ writes ``stages/<name>.yaml`` with the options that made its outputs (see
 """
 
 from brainmaps.steps import (
+    anatomy,
     clinical,
     compare,
     faithfulness,
@@ -30,6 +32,7 @@ from brainmaps.steps.explain import explain
 
 __all__ = [
     "Step",
+    "anatomy",
     "clinical",
     "compare",
     "explain",
