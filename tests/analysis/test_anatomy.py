@@ -231,6 +231,11 @@ def test_anatomy_step_on_a_brain_age_run_finds_planted_relevance(age_run, tmp_pa
     assert len(subjects) == 80 and {"relevance_ventricles", "volume_ventricles"} <= set(subjects)
     assert np.isfinite(table["r_partial"]).all()  # age held fixed on a regression run
     assert (run_dir / "stages/anatomy_age_atlas.yaml").is_file()
+    from brainmaps.reports.section_anatomy import anatomy_section
+    from brainmaps.run.folder import open_run
+
+    kinds = [b["kind"] for b in anatomy_section(open_run(run_dir))]
+    assert kinds.count("table") == 2 and kinds.count("figure") == 1  # all, by group; scatter
 
     # known answer: relevance = volume inside the atlas region, nothing elsewhere
     manifest = pd.read_csv(run_dir / "maps/lrp/maps.tsv", sep="\t", dtype={"subject": str})

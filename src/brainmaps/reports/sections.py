@@ -27,6 +27,7 @@ from brainmaps.analysis.sanity import MODEL_CHECK
 from brainmaps.analysis.trust import LOCALISATION_BOUND, LOCALISATION_CHANCE
 from brainmaps.exceptions import BrainmapsError, BrainmapsWarning
 from brainmaps.reports import figures
+from brainmaps.reports.section_anatomy import anatomy_section
 from brainmaps.reports.section_brain_age import bias_blocks
 from brainmaps.reports.section_clinical import clinical_section
 from brainmaps.reports.section_protocol import protocol_facts, site_blocks, transfer_warning
@@ -343,7 +344,8 @@ def _regions(run: RunFolder) -> list[dict] | None:
     blocks = [
         block(
             "note",
-            "Top 10 atlas regions of each method's conjoined map; rows flagged in red have "
+            "Top 10 atlas regions of each method's conjoined map (of each group map on a "
+            "regression run); rows flagged in red have "
             "a centroid on the other side than the hemisphere in their name.",
         )
     ]
@@ -352,8 +354,12 @@ def _regions(run: RunFolder) -> list[dict] | None:
         blocks.append(block("heading", f"atlas: {path.stem[len('regions_') :]}"))
         for method, part in df.groupby("method", sort=False):
             maps = part["map"].astype(str) if "map" in part else pd.Series("conjoined", part.index)
-            chosen = "conjoined" if (maps == "conjoined").any() else maps.iloc[0]
-            blocks.append(_region_table(part[maps == chosen], f"{method} ({chosen})"))
+            if run.task.is_classification or not len(maps):
+                chosen = ["conjoined" if (maps == "conjoined").any() else maps.iloc[0]]
+            else:  # a regression run: every group (all, young, old, gap signs)
+                chosen = list(dict.fromkeys(maps))
+            for name in chosen:
+                blocks.append(_region_table(part[maps == name], f"{method} ({name})"))
     return blocks
 
 
@@ -533,6 +539,7 @@ SECTIONS: tuple[tuple[str, str, Callable, str], ...] = (
     ("trust", "Trust: what the checks found per method", _trust, "trust"),
     ("overlap", "Overlap between methods", _overlap, "compare"),
     ("regions", "Atlas regions", _regions, "regions"),
+    ("anatomy", "Relevance and anatomy", anatomy_section, "anatomy"),
     ("localisation", "Localisation of the planted effect", _localisation, "localise"),
     ("faithfulness", "Faithfulness", _faithfulness, "faithfulness"),
     ("sanity", "Sanity checks: model randomisation", _sanity, "sanity"),
