@@ -31,6 +31,8 @@ def test_every_step_is_written_then_kept(analysed):
     assert roar.startswith("skipped: retrains") and f"brainmaps roar {run_dir}" in roar
     clinical = first.pop("clinical")
     assert clinical.startswith("skipped: the clinical columns") and "--measures" in clinical
+    anatomy = first.pop("anatomy")
+    assert anatomy.startswith("skipped: the regions and volumes") and "--atlas" in anatomy
     assert all(status.startswith("written") for status in first.values()), first
     for name in ("overlap", "localisation", "regions_aal", "faithfulness", "sanity",
                  "sanity_summary", "masked_eval", "trust"):  # fmt: skip
@@ -38,6 +40,7 @@ def test_every_step_is_written_then_kept(analysed):
     again = analyse_run(run_dir, faithfulness_subjects=6, progress=False, log=None)
     assert again.pop("roar").startswith("skipped: retrains")
     assert again.pop("clinical").startswith("skipped")
+    assert again.pop("anatomy").startswith("skipped")
     assert all(status.startswith("current") for status in again.values()), again
 
 

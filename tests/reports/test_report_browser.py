@@ -39,7 +39,7 @@ def report(tiny_run, tmp_path_factory):
 def test_report_has_no_broken_images(report):
     result = browser.check_report_in_browser(report)
     n_images = len(img_sources(report.read_text()))
-    assert result["n_images"] == n_images == 11
+    assert result["n_images"] == n_images == 12
     assert result["n_broken"] == 0 and result["ok"]
     assert result["height"] > 2000
 

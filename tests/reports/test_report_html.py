@@ -157,6 +157,25 @@ def write_fake_baselines(run_dir: Path) -> None:
     (run_dir / "baselines" / "importances_lr.png").write_bytes(report_figures.figure_to_png(fig))
 
 
+def write_fake_anatomy(run_dir: Path, n: int = 12) -> None:
+    """``analysis/anatomy_fake.tsv`` (+ subjects) of made-up relevance and volumes."""
+    from brainmaps.analysis.anatomy import anatomy_table, parse_pairs
+    from brainmaps.utils import write_tsv
+
+    rng = np.random.default_rng(0)
+    relevance = pd.DataFrame(
+        {"Left_Lateral_Ventricle": rng.random(n), "Right_Hippo": rng.random(n)}
+    )
+    volumes = pd.DataFrame({"v1": rng.random(n), "v2": rng.random(n)})
+    pairs = parse_pairs(["ventricles=Left_Lateral_Ventricle:v1", "hippocampus=Right_Hippo:v2"])
+    groups = {"all": np.ones(n, bool), "young": np.arange(n) < 6}
+    table, subjects = anatomy_table(relevance, volumes, pairs, groups=groups, method="gradient")
+    ids = pd.DataFrame({"subject": [f"{i:02d}" for i in range(n)], "label": rng.random(n) * 60})
+    write_tsv(table, run_dir / "analysis" / "anatomy_fake.tsv")
+    subjects = pd.concat([ids.assign(method="gradient"), subjects], axis=1)
+    write_tsv(subjects, run_dir / "analysis" / "anatomy_fake_subjects.tsv")
+
+
 def make_report_run(tiny_run: Path, dest: Path, *, analysis: bool = True) -> Path:
     """A copy of ``tiny_run`` with fake maps (and analysis tables)."""
     run_dir = dest / "run"
@@ -167,6 +186,7 @@ def make_report_run(tiny_run: Path, dest: Path, *, analysis: bool = True) -> Pat
         write_fake_baselines(run_dir)
         thresholds(run_dir, n_bootstrap=50)
         clinical_run(run_dir, measures=["age"], covariates=["sex"], n_permutations=200)
+        write_fake_anatomy(run_dir)
     return run_dir
 
 
@@ -192,15 +212,16 @@ def test_every_section_is_present_and_computed(full_report):
     for number, title in enumerate(TITLES, start=1):
         assert f"<h2>{number}. {title}</h2>" in html
     assert "Not computed" not in html and "could not be drawn" not in html
-    assert html.count("<section") == len(TITLES) == 15
+    assert html.count("<section") == len(TITLES) == 16
 
 
 def test_every_image_is_an_embedded_png(full_report):
     _, html = full_report
     sources = img_sources(html)
     # ROC, operating points, score vs age (clinical), baseline importance, 2 methods' maps,
-    # Dice, localisation ROC, faithfulness, sanity (cascading randomisation), ROAR / KAR
-    assert len(sources) == 11
+    # Dice, localisation ROC, relevance vs volume (anatomy), faithfulness, sanity (cascading
+    # randomisation), ROAR / KAR
+    assert len(sources) == 12
     for src in sources:
         assert src.startswith("data:image/png;base64,")
         data = base64.b64decode(src.split(",", 1)[1], validate=True)

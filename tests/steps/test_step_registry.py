@@ -17,7 +17,7 @@ from brainmaps.steps.compare import compare
 def test_steps_run_in_the_documented_order():
     assert list_steps() == [
         "thresholds", "compare", "localise", "regions", "faithfulness", "sanity", "masked_eval",
-        "roar", "clinical", "first_layer", "trust",
+        "roar", "clinical", "anatomy", "first_layer", "trust",
     ]  # fmt: skip
     assert get_step("masked_eval").command == "brainmaps masked-eval"
     with pytest.raises(ConfigError, match="unknown analysis step 'dice'"):
