@@ -278,3 +278,13 @@ def test_anatomy_step_refuses_what_it_cannot_do(age_run, tmp_path):
     with pytest.raises(Exception, match="subject"):
         anatomy_run(run_dir, atlas=str(atlas), labels=str(labels), volumes=tmp_path / "few.tsv")
     assert not (run_dir / "analysis/anatomy_age_atlas.tsv").exists()
+
+
+def test_anatomy_cli_errors_are_one_line(age_run, capsys):
+    from brainmaps.cli.main import main
+
+    assert main(["anatomy", str(age_run), "--labels", "a.tsv"]) != 0
+    assert "--labels a.tsv was given without --atlas" in capsys.readouterr().err
+    assert main(["anatomy", str(age_run), "--builtin", "aal", "--pair", "ventricles"]) != 0
+    assert "expected NAME=REGION" in capsys.readouterr().err
+    assert not list((age_run / "analysis").glob("anatomy_*"))

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from brainmaps.exceptions import BrainmapsError, ConfigError
 from brainmaps.validation import parse_list
 
-__all__ = ["add_folds_subset_flag", "add_progress_flag", "argument_type", "folds_subset",
-           "parse_numbers"]  # fmt: skip
+__all__ = ["add_folds_subset_flag", "add_progress_flag", "argument_type", "atlas_argument",
+           "folds_subset", "parse_numbers"]  # fmt: skip
 
 
 def argument_type(func: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -110,3 +111,28 @@ def parse_numbers(text: str | None, flag: str, kind: type = int) -> list | None:
         raise ConfigError(
             f"{flag}: expected {kind.__name__}s separated by commas, got {text!r}."
         ) from None
+
+
+def atlas_argument(args: argparse.Namespace) -> str:
+    """The atlas of ``--atlas``/``--labels``/``--builtin`` (regions, anatomy): a label image
+    path or a built-in name, with a clear error for each wrong combination."""
+    from brainmaps.analysis.builtin_atlases import DEFAULT_ATLAS, list_builtin_atlases
+
+    if args.labels and not args.atlas:
+        raise ConfigError(
+            f"--labels {args.labels} was given without --atlas; pass the label image it "
+            "belongs to (--atlas A.nii.gz --labels A.tsv), or drop --labels for a built-in."
+        )
+    if args.atlas and args.builtin:
+        raise ConfigError("--atlas and --builtin exclude each other; give one of them.")
+    if args.atlas:
+        if not Path(args.atlas).is_file():
+            raise ConfigError(f"--atlas: {args.atlas} does not exist; give a label NIfTI file.")
+        return args.atlas
+    name = args.builtin or DEFAULT_ATLAS
+    if name not in list_builtin_atlases():
+        raise ConfigError(
+            f"--builtin: {name!r} is not a built-in atlas; choose from "
+            f"{', '.join(list_builtin_atlases())} or pass --atlas/--labels."
+        )
+    return name

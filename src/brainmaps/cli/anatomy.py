@@ -8,7 +8,7 @@ import pandas as pd
 
 from brainmaps.analysis.anatomy import STATISTICS, VALUES
 from brainmaps.analysis.builtin_atlases import DEFAULT_ATLAS
-from brainmaps.cli.regions import _atlas_argument
+from brainmaps.cli._args import atlas_argument
 from brainmaps.steps.anatomy import anatomy_run
 from brainmaps.validation import parse_list
 
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     path = anatomy_run(
         args.run_dir,
         parse_list(args.methods, "--methods", example="lrp"),
-        atlas=_atlas_argument(args),
+        atlas=atlas_argument(args),
         labels=args.labels,
         volumes=args.volumes,
         pairs=args.pair,

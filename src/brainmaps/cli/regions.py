@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import pandas as pd
 
 from brainmaps.analysis.builtin_atlases import DEFAULT_ATLAS, list_builtin_atlases
 from brainmaps.analysis.regions import format_top_regions
-from brainmaps.exceptions import ConfigError
+from brainmaps.cli._args import atlas_argument
 from brainmaps.steps.regions import regions
 from brainmaps.validation import check_int, parse_list
 
@@ -53,31 +52,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def _atlas_argument(args: argparse.Namespace) -> str:
-    if args.labels and not args.atlas:
-        raise ConfigError(
-            f"--labels {args.labels} was given without --atlas; pass the label image it "
-            "belongs to (--atlas A.nii.gz --labels A.tsv), or drop --labels for a built-in."
-        )
-    if args.atlas and args.builtin:
-        raise ConfigError("--atlas and --builtin exclude each other; give one of them.")
-    if args.atlas:
-        if not Path(args.atlas).is_file():
-            raise ConfigError(f"--atlas: {args.atlas} does not exist; give a label NIfTI file.")
-        return args.atlas
-    name = args.builtin or DEFAULT_ATLAS
-    if name not in list_builtin_atlases():
-        raise ConfigError(
-            f"--builtin: {name!r} is not a built-in atlas; choose from "
-            f"{', '.join(list_builtin_atlases())} or pass --atlas/--labels."
-        )
-    return name
-
-
 def run(args: argparse.Namespace) -> int:
     """Execute ``brainmaps regions``."""
     check_int("top", args.top, min=1, flag="--top")
-    atlas = _atlas_argument(args)
+    atlas = atlas_argument(args)
     methods = parse_list(args.methods, "--methods", example="grad_cam,gradient")
     path = regions(
         args.run_dir,
