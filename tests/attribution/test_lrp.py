@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from brainmaps.attribution._lrp_graph import fold_batchnorm
+from brainmaps.attribution._lrp_graph import Layer, fold_batchnorm
 from brainmaps.attribution.base import create_method, get_method
 from brainmaps.attribution.lrp import LRP
 from brainmaps.exceptions import ConfigError
@@ -372,6 +372,134 @@ def test_regression_output_and_reshape_in_forward():
         expected = model.eval()(x)
     torch.testing.assert_close(ours.sum(dim=(1, 2, 3)), expected, rtol=1e-6, atol=1e-12)
     assert ours.abs().sum() > 0
+
+
+# -- cost: the model runs once per call ---------------------------------------------------
+
+
+def _count_calls(model, method, x, target):
+    """``method.attribute(x, target)``, returning the batch size of every call of the
+    whole model and how often each of its leaf modules was called."""
+    whole, leaves = [], {}
+
+    def on_model(_module, args, _output):
+        whole.append(args[0].shape[0])
+
+    def on_leaf(module, _args, _output):
+        leaves[module] = leaves.get(module, 0) + 1
+
+    handles = [model.register_forward_hook(on_model)]
+    handles += [m.register_forward_hook(on_leaf) for m in model.modules() if m is not model]
+    try:
+        method.attribute(x, target=target)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return whole, leaves
+
+
+@pytest.mark.parametrize("target", ["predicted", 0])
+@pytest.mark.parametrize(
+    ("name", "options", "grid"),
+    [
+        ("mrinet", {"channels": [3, 4, 5], "hidden": 6, "n_classes": 1}, (9, 10, 8)),
+        ("sfcn", {"channels": [3, 4, 5], "n_classes": 1}, (8, 10, 8)),
+        ("xin2019", {"channels": [4, 8, 8]}, GRID),
+    ],
+)
+def test_one_call_runs_the_model_once_on_one_sample(name, options, grid, target):
+    """The model itself runs once per ``attribute`` call, on the first sample (the layer
+    trace): ``target="predicted"`` takes the replay's outputs instead of a forward pass
+    of its own, and the batch goes through the replay of the layer chain only."""
+    torch.manual_seed(0)
+    model = create_model(name, input_shape=grid, **options)
+    method = LRP(model, rule="composite", epsilon=0.1)
+    whole, leaves = _count_calls(model, method, _x(n=3, shape=grid), target)
+    assert whole == [1]
+    assert set(leaves.values()) == {1}
+    assert _hooks(model) == 0
+
+
+def test_a_batch_gives_each_sample_its_own_map_and_leaves_the_input_alone():
+    """Per-sample maps equal the maps of the samples alone (nothing reused in place
+    leaks between samples or calls), and neither the input nor the model is changed;
+    the model starts with a ReLU and a max pooling, which must not overwrite it."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.ReLU(), nn.MaxPool3d(2), nn.Conv3d(1, 3, 3, padding=1), nn.ReLU(),
+        nn.MaxPool3d(2, stride=1), nn.Conv3d(3, 2, 3), nn.ReLU(), nn.Flatten(),
+        nn.Linear(2 * 2 * 3 * 2, 1),
+    )  # fmt: skip
+    x = _x(n=3, shape=(10, 12, 10))
+    before, state = x.clone(), {k: v.clone() for k, v in model.state_dict().items()}
+    for rule in ("composite", "epsilon", "alpha2beta1"):
+        method = LRP(model, rule=rule, epsilon=0.1, dtype="float64")
+        batch = method.attribute(x, keep_channels=True)
+        alone = torch.cat([method.attribute(x[i : i + 1], keep_channels=True) for i in range(3)])
+        torch.testing.assert_close(batch, alone, rtol=1e-10, atol=1e-12)
+        assert torch.equal(x, before)
+        assert batch.data_ptr() != x.data_ptr()
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("rule", [*RULES, "composite"])
+def test_grouped_convolutions_conserve_relevance(rule):
+    """Grouped convolutions (whose weights cannot be stacked, so each part of a rule is a
+    map of its own), in the input layer (signed inputs) and after a ReLU."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv3d(2, 4, 3, padding=1, groups=2, bias=False), nn.ReLU(),
+        nn.Conv3d(4, 4, 3, groups=2, bias=False), nn.ReLU(), nn.Flatten(),
+        nn.Linear(4 * 4**3, 1, bias=False),
+    )  # fmt: skip
+    x = _x(n=2, shape=(6, 6, 6), channels=2)
+    relevance = LRP(model, rule=rule, epsilon=1e-12, dtype="float64").attribute(x)
+    torch.testing.assert_close(
+        relevance.sum(dim=(1, 2, 3)), _logits(model, x)[:, 0], rtol=1e-6, atol=1e-10
+    )
+
+
+@pytest.mark.parametrize(
+    "geometry",
+    [
+        {"stride": 2},
+        {"stride": (2, 1, 3), "padding": (0, 1, 2), "dilation": (1, 2, 1)},
+        {"padding": 1, "groups": 2},
+        {"padding": "same", "dilation": 2},
+        {"padding": "valid", "stride": 2},
+    ],
+)
+def test_layer_transpose_is_the_input_gradient_of_its_convolution(geometry):
+    """The transposed map of the relevance pass equals autograd's input gradient (the
+    usual LRP trick it replaces), with strides that leave inputs unread at the far end."""
+    torch.manual_seed(0)
+    conv = nn.Conv3d(4, 6, 3, **geometry).double()
+    keys = ("stride", "padding", "dilation", "groups")
+    layer = Layer(
+        "conv", "conv", conv.weight.detach(), None, conv={k: getattr(conv, k) for k in keys}
+    )
+    a = torch.randn(2, 4, 10, 9, 11, dtype=torch.float64, requires_grad=True)
+    z = layer.apply(a, conv.weight.detach())
+    s = torch.randn_like(z)
+    (expected,) = torch.autograd.grad(z, a, s)
+    got = layer.transpose(s, a.detach(), conv.weight.detach())
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    linear = Layer("linear", "fc", torch.randn(3, 5, dtype=torch.float64))
+    v = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
+    t = torch.randn(4, 3, dtype=torch.float64)
+    (expected,) = torch.autograd.grad(linear.apply(v, linear.weight), v, t)
+    torch.testing.assert_close(linear.transpose(t, v.detach(), linear.weight), expected)
+
+
+def test_predicted_target_is_the_argmax_of_the_logits():
+    model, x = _xin(), _x(n=4)
+    with torch.no_grad():
+        margin = model.eval()(x).diff(dim=1)[:, 0].sort().values
+        model.classifier.fc.bias[1] -= margin[1:3].mean()  # two samples of each class
+        predicted = model(x).argmax(dim=1)
+    assert sorted(predicted.tolist()) == [0, 0, 1, 1]
+    maps = LRP(model, dtype="float64")
+    torch.testing.assert_close(maps.attribute(x), maps.attribute(x, target=predicted))
 
 
 # -- errors and model safety ------------------------------------------------------------

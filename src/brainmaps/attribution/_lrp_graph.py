@@ -70,11 +70,48 @@ class Layer:
         """True for convolution and linear layers."""
         return self.kind in ("conv", "linear")
 
-    def apply(self, a: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """The affine layer's linear map of ``a`` with ``weight`` (no bias)."""
+    @property
+    def ungrouped(self) -> bool:
+        """Affine layers: every output reads every input channel (a linear layer, or a
+        convolution with ``groups=1``), so weights may be stacked along either axis."""
+        return self.kind == "linear" or self.conv.get("groups", 1) == 1
+
+    def apply(
+        self, a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The affine layer's linear map of ``a`` with ``weight`` (and ``bias``, if given)."""
         if self.kind == "conv":
-            return F.conv3d(a, weight, None, **self.conv)
-        return F.linear(a, weight)
+            return F.conv3d(a, weight, bias, **self.conv)
+        return F.linear(a, weight, bias)
+
+    def transpose(self, s: torch.Tensor, a: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """The transpose of :meth:`apply` applied to ``s``: ``d <s, apply(a, weight)> / d a``.
+
+        ``s`` has the shape of ``apply(a, weight)``; ``a`` is the input whose shape the
+        result takes. This is what autograd computes for the input of ``apply`` (``s @
+        weight`` for a linear layer, the transposed convolution for a convolution), without
+        building a graph.
+        """
+        if self.kind == "linear":
+            return s @ weight
+        stride, padding, dilation = (self.conv[k] for k in ("stride", "padding", "dilation"))
+        if isinstance(padding, str):  # "same" / "valid": let autograd pad as the layer does
+            with torch.enable_grad():
+                leaf = a.detach().requires_grad_(True)
+                (grad,) = torch.autograd.grad(self.apply(leaf, weight), leaf, s)
+            return grad
+        # the inputs a strided convolution does not reach at the far end come back as
+        # output padding (always < stride)
+        reach = [
+            (n - 1) * st - 2 * p + d * (k - 1) + 1
+            for n, st, p, d, k in zip(
+                s.shape[2:], stride, padding, dilation, weight.shape[2:], strict=True
+            )
+        ]
+        extra = [size - r for size, r in zip(a.shape[2:], reach, strict=True)]
+        return F.conv_transpose3d(
+            s, weight, None, stride, padding, extra, self.conv["groups"], dilation
+        )
 
     def forward(self, a: torch.Tensor) -> torch.Tensor:
         """The layer's output for input ``a`` (as the model computes it in eval mode)."""

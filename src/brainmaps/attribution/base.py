@@ -235,6 +235,10 @@ class AttributionMethod:
     #: Former options in voxels of the model grid, each with the option in mm that
     #: replaced it (value times mm per voxel); they are refused with that conversion.
     renamed_to_mm: ClassVar[dict[str, str]] = {}
+    #: Whether :meth:`_attribute` runs the network over the whole batch itself and takes
+    #: ``target="predicted"`` from those outputs (:meth:`_predicted_targets`); it then
+    #: gets ``targets=None`` for that target, which spares a separate forward pass.
+    predicts_own_targets: ClassVar[bool] = False
     _keep_channels: bool = False
 
     def __init__(self, model: nn.Module, **options: Any) -> None:
@@ -297,7 +301,8 @@ class AttributionMethod:
         self._keep_channels = keep_channels
         try:
             with frozen_eval(self.model):
-                targets = self._resolve_targets(x, target, labels)
+                own = self.predicts_own_targets and _is_predicted(target)
+                targets = None if own else self._resolve_targets(x, target, labels)
                 maps = self._attribute(x, targets)
         finally:
             self._keep_channels = False
@@ -309,10 +314,13 @@ class AttributionMethod:
             )
         return maps.detach()
 
-    def _attribute(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def _attribute(self, x: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
         """Compute maps ``(N, X, Y, Z)`` for inputs ``x`` and output units ``targets``.
 
         Called with the model in eval mode and frozen parameters; override in subclasses.
+        ``targets`` is ``(N,)``, or None for ``target="predicted"`` in a method with
+        :attr:`predicts_own_targets` (which then calls :meth:`_predicted_targets` on the
+        outputs of its own forward pass).
         """
         raise NotImplementedError
 
@@ -362,12 +370,9 @@ class AttributionMethod:
 
     def _resolve_targets(self, x: torch.Tensor, target: Target, labels: Any) -> torch.Tensor:
         n = x.shape[0]
-        if isinstance(target, str) and target == "predicted":
+        if _is_predicted(target):
             with torch.no_grad():
-                out = self._forward(x)
-            if out.shape[1] == 1:
-                return torch.zeros(n, dtype=torch.long, device=x.device)
-            return out.argmax(dim=1)
+                return self._predicted_targets(self._forward(x))
         if isinstance(target, str) and target == "true":
             if labels is None:
                 raise ConfigError(
@@ -392,9 +397,23 @@ class AttributionMethod:
             )
         return t
 
+    @staticmethod
+    def _predicted_targets(outputs: torch.Tensor) -> torch.Tensor:
+        """The units ``target="predicted"`` explains, given ``(N, K)`` ``outputs``.
+
+        The highest output of each sample; a regression model's one output (``K = 1``).
+        """
+        if outputs.shape[1] == 1:
+            return torch.zeros(outputs.shape[0], dtype=torch.long, device=outputs.device)
+        return outputs.argmax(dim=1)
+
     def _n_outputs(self, x: torch.Tensor) -> int:
         fc = [m for m in self.model.modules() if isinstance(m, nn.Linear)]
         if fc:
             return fc[-1].out_features
         with torch.no_grad():
             return self._forward(x[:1]).shape[1]
+
+
+def _is_predicted(target: object) -> bool:
+    return isinstance(target, str) and target == "predicted"

@@ -106,6 +106,20 @@ class LRP(AttributionMethod):
         without a rule (the first one is named), is not sequential, or has a BatchNorm
         that does not follow a convolution/linear layer.
 
+    Notes
+    -----
+    Cost of one ``attribute`` call: the model itself runs once, on the first sample
+    (the layer trace, and the output the replay of the chain is checked against); the
+    chain is then replayed over the batch, each affine layer computing its output and
+    its rule's denominators (``z+``, ``z-``) in one map with stacked weights; relevance
+    goes back down in one pass of the transposed maps. The target ``"predicted"`` is
+    read from the replay's outputs (no separate forward pass). Per layer, no more is
+    kept than autograd keeps for a backward pass (inputs, the denominators, the argmax
+    of each pooling window); tensors the backward pass no longer needs are reused in
+    place. With alpha-beta, an input layer whose inputs take both signs (raw
+    intensities) costs about three times a plain convolution forward and two
+    transposed maps backward, its inputs being split into positive and negative parts.
+
     References
     ----------
     .. [1] S. Bach, A. Binder, G. Montavon, F. Klauschen, K.-R. Müller, W. Samek, "On
@@ -150,20 +164,36 @@ class LRP(AttributionMethod):
         self.dtype = check_dtype(dtype)
 
     channel_maps = True
+    predicts_own_targets = True
 
-    def _attribute(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def _attribute(self, x: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
+        """Trace the chain, replay it over the batch (saving what the rules need), propagate.
+
+        The model runs once, on the first sample (:func:`trace_layers`: the chain and the
+        output its replay is checked against). The replay of the chain over the whole
+        batch is the only other forward pass: it keeps, per layer, what its rule's
+        backward step needs (:meth:`_step_forward`), and gives the outputs that
+        ``target="predicted"`` (``targets`` None) is taken from. Relevance then goes back
+        down the chain in one pass (:meth:`_step_backward`), each layer's saved tensors
+        being released (or reused in place) once it is passed.
+        """
         dtype = self.dtype or x.dtype
         layers, reference = trace_layers(self.model, x[:1], self._forward, dtype)
-        activations = [x.to(dtype)]
-        with torch.no_grad():
-            for layer in layers:
-                activations.append(layer.forward(activations[-1]))
-        self._check_replay(activations[-1][:1], reference)
-        relevance = _top_relevance(activations[-1], targets)
         first = next((i for i, layer in enumerate(layers) if layer.is_affine), -1)
-        for i in range(len(layers) - 1, -1, -1):
-            rule = self._layer_rule(layers[i], i == first)
-            relevance = self._propagate(layers[i], activations[i], relevance, rule)
+        rules = [self._layer_rule(layer, i == first) for i, layer in enumerate(layers)]
+        with torch.no_grad():
+            # ``owned``: nothing else refers to ``out`` (never the caller's input)
+            out, owned, saved = x.to(dtype), False, []
+            for layer, rule in zip(layers, rules, strict=True):
+                out, owned, kept = self._step_forward(layer, out, owned, rule)
+                saved.append(kept)
+            self._check_replay(out[:1], reference)
+            if targets is None:
+                targets = self._predicted_targets(out.reshape(out.shape[0], -1))
+            relevance = _top_relevance(out, targets)
+            del out
+            for i in range(len(layers) - 1, -1, -1):
+                relevance = self._step_backward(layers[i], saved.pop(), relevance, rules[i])
         return self._reduce_channels(relevance)
 
     def _layer_rule(self, layer: Layer, first: bool) -> Rule | None:
@@ -172,29 +202,67 @@ class LRP(AttributionMethod):
             return self._first_rule
         return self._rules.get(layer.kind)
 
-    def _propagate(
-        self, layer: Layer, a: torch.Tensor, relevance: torch.Tensor, rule: Rule | None
-    ) -> torch.Tensor:
-        """Relevance of the inputs ``a`` of ``layer`` given its output relevance."""
+    def _step_forward(
+        self, layer: Layer, a: torch.Tensor, owned: bool, rule: Rule | None
+    ) -> tuple[torch.Tensor, bool, Any]:
+        """The output of ``layer`` for inputs ``a``, whether it is owned, and what is kept.
+
+        ``owned`` tells that no kept tensor and not the caller refer to ``a``, so that it
+        may be overwritten (ReLU in place) or kept by max pooling to receive the
+        relevance of its inputs. Affine layers keep their inputs and the denominators of
+        their rule (for the epsilon rule, the output itself, which is then not owned; for
+        alpha-beta, ``z+`` and, with ``beta``, ``z-``); max pooling keeps the argmax of
+        each window (and its input, when owned), average pooling its inputs, reshapes
+        the input shape; ReLU and identities keep nothing.
+        """
         if layer.is_affine:
-            return self._affine(layer, a, relevance, rule)
+            if rule.kind == "epsilon":
+                z = layer.forward(a)
+                return z, False, (a, z)
+            if rule.kind == "alphabeta":
+                z, kept = _alpha_beta_forward(layer, a, rule)
+                return z, True, kept
+            return layer.forward(a), True, a  # zb, flat, wsquare: all from a, backward
         if layer.kind == "maxpool":
-            return _winner_takes_all(layer, a, relevance)
+            out, indices = layer.fn(a)
+            return out, True, (indices, a.shape, a if owned else None)
         if layer.kind == "avgpool":
-            parts = [(a, None)]
-            return _redistribute(lambda t, _: layer.forward(t), parts, relevance, self.epsilon)
+            return layer.forward(a), True, a
+        if layer.kind == "relu":
+            return (a.relu_() if owned else torch.relu(a)), True, None
         if layer.kind == "reshape":
-            return relevance.reshape(a.shape)
+            return layer.forward(a), owned, a.shape
+        return layer.forward(a), owned, None
+
+    def _step_backward(
+        self, layer: Layer, kept: Any, relevance: torch.Tensor, rule: Rule | None
+    ) -> torch.Tensor:
+        """Relevance of the inputs of ``layer`` given its output relevance.
+
+        The kept denominators are overwritten (each layer's ``kept`` is used once).
+        """
+        eps = self.epsilon
+        if layer.is_affine:
+            if rule.kind == "epsilon":
+                a, z = kept
+                return _share(layer, [a], [layer.weight], z, relevance, eps)
+            if rule.kind == "alphabeta":
+                return _alpha_beta_backward(layer, kept, relevance, rule, eps)
+            return self._first_layer(layer, kept, relevance, rule)
+        if layer.kind == "maxpool":
+            return _winner_takes_all(*kept, relevance)
+        if layer.kind == "avgpool":
+            parts = [(kept, None)]
+            return _redistribute(lambda t, _: layer.forward(t), parts, relevance, eps)
+        if layer.kind == "reshape":
+            return relevance.reshape(kept)
         return relevance
 
-    def _affine(
+    def _first_layer(
         self, layer: Layer, a: torch.Tensor, relevance: torch.Tensor, rule: Rule
     ) -> torch.Tensor:
-        w, b, eps = layer.weight, layer.bias, self.epsilon
-        if rule.kind == "epsilon":
-            return _redistribute(layer.apply, [(a, w)], relevance, eps, b)
-        if rule.kind == "alphabeta":
-            return _alpha_beta(layer, a, relevance, rule, eps)
+        """The first-layer-only rules ``zb``, ``flat`` and ``wsquare`` (biases ignored)."""
+        w, eps = layer.weight, self.epsilon
         if rule.kind == "zb":
             low, high = self._input_bounds(a, layer)
             wp, wn = w.clamp(min=0), w.clamp(max=0)
@@ -235,7 +303,68 @@ class LRP(AttributionMethod):
 
 def _stabilize(z: torch.Tensor, epsilon: float) -> torch.Tensor:
     """``z + epsilon * sign(z)`` with sign(0) = +1."""
-    return z + epsilon * (2.0 * (z >= 0).to(z.dtype) - 1.0)
+    return torch.where(z >= 0, z + epsilon, z - epsilon)
+
+
+def _ratio(relevance: torch.Tensor, z: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """``relevance / _stabilize(z, epsilon)``, computed in place in ``z`` (returned)."""
+    if bool(z.min() >= 0):  # z+ always, and often z: one pass fewer
+        z.add_(epsilon)
+    else:
+        up, down = (torch.tensor(v, dtype=z.dtype, device=z.device) for v in (epsilon, -epsilon))
+        z.add_(torch.where(z < 0, down, up))  # epsilon * sign(z), sign(0) = +1
+    return torch.div(relevance, z, out=z)
+
+
+def _total(terms: list[torch.Tensor]) -> torch.Tensor:
+    """The sum of ``terms`` (at least one), without adding a zero first."""
+    total = terms[0]
+    for term in terms[1:]:
+        total = total + term
+    return total
+
+
+def _contributions(
+    layer: Layer,
+    inputs: list[torch.Tensor],
+    weights: list[torch.Tensor],
+    bias: torch.Tensor | None,
+) -> torch.Tensor:
+    """``z = sum_k apply(x_k, w_k) (+ bias)``: the denominators of one share rule.
+
+    Several parts are one map of the inputs stacked as channels (weights stacked alike)
+    where the layer allows it (:attr:`Layer.ungrouped`).
+    """
+    if len(inputs) > 1 and layer.ungrouped:
+        z = layer.apply(torch.cat(inputs, dim=1), torch.cat(weights, dim=1))
+    else:
+        z = _total([layer.apply(x, w) for x, w in zip(inputs, weights, strict=True)])
+    return z if bias is None else z + channel_view(bias, z)
+
+
+def _share(
+    layer: Layer,
+    inputs: list[torch.Tensor],
+    weights: list[torch.Tensor],
+    z: torch.Tensor,
+    relevance: torch.Tensor,
+    epsilon: float,
+) -> torch.Tensor:
+    """Share each output's relevance among the contributions ``x_k * w_k`` to ``z``.
+
+    ``z = sum_k apply(x_k, w_k) (+ bias)`` (:func:`_contributions`, computed in the
+    forward replay); input ``i`` of part ``k`` receives ``x_ki sum_j w_kij R_j / z_j``
+    (``z_j`` stabilised), i.e. gradient x input of the linear map with ``R / z`` as the
+    output gradient, computed with the transposed map (:meth:`Layer.transpose`). ``z``
+    is overwritten.
+    """
+    s = _ratio(relevance, z, epsilon)
+    if len(inputs) > 1 and layer.ungrouped:
+        stacked = torch.cat(inputs, dim=1)
+        shares = layer.transpose(s, stacked, torch.cat(weights, dim=1)).mul_(stacked)
+        return _total(list(shares.split(inputs[0].shape[1], dim=1)))
+    shares = [layer.transpose(s, x, w).mul_(x) for x, w in zip(inputs, weights, strict=True)]
+    return _total(shares)
 
 
 def _redistribute(
@@ -245,49 +374,100 @@ def _redistribute(
     epsilon: float,
     bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Share each output's relevance among the contributions ``x_k * w_k`` of ``parts``.
+    """:func:`_share` for any linear ``apply``, with ``z`` computed here, by autograd.
 
     ``z = sum_k apply(x_k, w_k) (+ bias)``; input ``i`` of part ``k`` receives
     ``sum_j x_ki d z_j / d x_ki * R_j / z_j``, i.e. its share of ``z_j`` (computed as
-    gradient x input of the linear map, the usual LRP implementation trick).
+    gradient x input of the linear map, the usual LRP implementation trick). Used where
+    ``z`` is not the replay's (average pooling and the first-layer rules).
     """
     with torch.enable_grad():
         leaves = [x.detach().requires_grad_(True) for x, _ in parts]
-        z = sum(apply(x, w) for x, (_, w) in zip(leaves, parts, strict=True))
+        z = _total([apply(x, w) for x, (_, w) in zip(leaves, parts, strict=True)])
         if bias is not None:
             z = z + channel_view(bias, z)
         s = relevance / _stabilize(z.detach(), epsilon)
         grads = torch.autograd.grad(z, leaves, s)
-    return sum(x.detach() * g for x, g in zip(leaves, grads, strict=True))
+    return _total([x.detach() * g for x, g in zip(leaves, grads, strict=True)])
 
 
-def _alpha_beta(
-    layer: Layer, a: torch.Tensor, relevance: torch.Tensor, rule: Rule, epsilon: float
+def _signed_parts(
+    a: torch.Tensor, w: torch.Tensor
+) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+    """Inputs, positive-part weights and negative-part weights of the alpha-beta rule.
+
+    ``z_ij+ = a_i+ w_ij+ + a_i- w_ij-`` and ``z_ij- = a_i+ w_ij- + a_i- w_ij+``; for
+    non-negative inputs (after a ReLU) the ``a-`` terms vanish and are left out.
+    """
+    wp, wn = w.clamp(min=0), w.clamp(max=0)
+    if bool(a.min() < 0):
+        return [a.clamp(min=0), a.clamp(max=0)], [wp, wn], [wn, wp]
+    return [a], [wp], [wn]
+
+
+def _alpha_beta_forward(
+    layer: Layer, a: torch.Tensor, rule: Rule
+) -> tuple[torch.Tensor, tuple[Any, ...]]:
+    """The output of an alpha-beta layer, and its kept inputs and ``z+`` (``z-``).
+
+    The positive (negative) part of the bias enters ``z+`` (``z-``), as in Bach et al.
+    """
+    w, b = layer.weight, layer.bias
+    inputs, positive, negative = _signed_parts(a, w)
+    bp = None if b is None else b.clamp(min=0)
+    bn = None if b is None else b.clamp(max=0)
+    if layer.ungrouped:
+        # one map of the (signed parts of the) inputs, stacked as channels, gives the
+        # output, z+ and z-: their weights and biases are stacked as outputs. z+ and z-
+        # are kept as slices of it, which keeps the output alive too: two or three
+        # outputs per layer, no more than autograd keeps for a conv-BN-ReLU-pool block
+        rows = [[w] * len(inputs), positive, negative][: 3 if rule.beta else 2]
+        weight = torch.cat([torch.cat(row, dim=1) for row in rows])
+        bias = None if b is None else torch.cat([b, bp, bn][: len(rows)])
+        stacked = inputs[0] if len(inputs) == 1 else torch.cat(inputs, dim=1)
+        out = layer.apply(stacked, weight, bias).split(w.shape[0], dim=1)
+        return out[0], (inputs, positive, negative, out[1], out[2] if rule.beta else None)
+    zp = _contributions(layer, inputs, positive, bp)
+    zn = _contributions(layer, inputs, negative, bn) if rule.beta else None
+    return layer.forward(a), (inputs, positive, negative, zp, zn)
+
+
+def _alpha_beta_backward(
+    layer: Layer, kept: tuple[Any, ...], relevance: torch.Tensor, rule: Rule, epsilon: float
 ) -> torch.Tensor:
     """The alpha-beta rule: positive and negative contributions normalised separately."""
-    w = layer.weight
-    wp, wn = w.clamp(min=0), w.clamp(max=0)
-    ap, an = a.clamp(min=0), a.clamp(max=0)
-    mixed = bool((a < 0).any())
-    bias = layer.bias
-    bp = None if bias is None else bias.clamp(min=0)
-    positive = [(ap, wp), (an, wn)] if mixed else [(ap, wp)]
-    result = rule.alpha * _redistribute(layer.apply, positive, relevance, epsilon, bp)
+    inputs, positive, negative, zp, zn = kept
+    result = _share(layer, inputs, positive, zp, relevance, epsilon)
+    if rule.alpha != 1.0:
+        result = rule.alpha * result
     if rule.beta:
-        bn = None if bias is None else bias.clamp(max=0)
-        negative = [(ap, wn), (an, wp)] if mixed else [(ap, wn)]
-        result = result - rule.beta * _redistribute(layer.apply, negative, relevance, epsilon, bn)
+        result = result - rule.beta * _share(layer, inputs, negative, zn, relevance, epsilon)
     return result
 
 
-def _winner_takes_all(layer: Layer, a: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
-    """Send each pooling window's relevance to its argmax input (summed over windows)."""
-    _, indices = layer.fn(a)
-    flat = torch.zeros(
-        a.shape[0], a.shape[1], a[0, 0].numel(), dtype=relevance.dtype, device=relevance.device
-    )
+def _winner_takes_all(
+    indices: torch.Tensor,
+    shape: torch.Size,
+    spare: torch.Tensor | None,
+    relevance: torch.Tensor,
+) -> torch.Tensor:
+    """Send each pooling window's relevance to its argmax input (summed over windows).
+
+    ``indices`` are the argmax of each window (from the replay), ``shape`` the shape of
+    the pooling's input; ``spare``, if given, is that input, no longer needed, which is
+    zeroed and receives the relevance (sparing a new tensor).
+    """
+    n, c = shape[0], shape[1]
+    flat = None
+    if spare is not None and spare.dtype == relevance.dtype:
+        try:
+            flat = spare.view(n, c, -1).zero_()
+        except RuntimeError:  # not viewable as (N, C, voxels) without a copy
+            flat = None
+    if flat is None:
+        flat = relevance.new_zeros((n, c, shape[2:].numel()))
     flat.scatter_add_(2, indices.flatten(2), relevance.flatten(2))
-    return flat.view(a.shape)
+    return flat.view(shape)
 
 
 def _top_relevance(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
