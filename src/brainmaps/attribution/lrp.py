@@ -24,6 +24,7 @@ from brainmaps.attribution._lrp_rules import (
 )
 from brainmaps.attribution.base import AttributionMethod, register_method
 from brainmaps.exceptions import ConfigError
+from brainmaps.models.soft_bins import SoftBinExpectation
 
 __all__ = ["LRP"]
 
@@ -151,6 +152,13 @@ class LRP(AttributionMethod):
         dtype: torch.dtype | str | None = None,
     ) -> None:
         super().__init__(model)
+        if any(isinstance(m, SoftBinExpectation) for m in model.modules()):
+            raise ConfigError(
+                "LRP cannot explain an SFCN trained with soft_bins: its output is the "
+                "softmax-weighted mean of the bin centres, which no LRP rule redistributes. "
+                "Use grad_cam, gradient or integrated_gradients, or train without "
+                "--model-option soft_bins."
+            )
         self.rule = rule
         self.epsilon = check_epsilon(epsilon)
         self.first_layer_rule = first_layer_rule
