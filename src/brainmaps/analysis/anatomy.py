@@ -29,7 +29,6 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -48,7 +47,6 @@ __all__ = [
     "anatomy_table",
     "parse_pairs",
     "partial_correlation",
-    "read_volumes",
     "region_relevance",
     "ventricle_pair",
     "volume_pairs",
@@ -455,14 +453,3 @@ def volume_pairs(atlas: Atlas, columns: Sequence[str]) -> list[Pair]:
         for n in atlas.labels["name"]
         if f"{n}_volume" in have
     ]
-
-
-def read_volumes(path: str | os.PathLike, subjects, sessions) -> pd.DataFrame:
-    """The numeric columns of a volume table, one row per subject (see
-    :func:`brainmaps.baselines.tables.load_features`)."""
-    from brainmaps.baselines.tables import load_features
-
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"volume table {path} does not exist; pass --volumes TABLE (TSV/CSV).")
-    return load_features(path, list(subjects), list(sessions))

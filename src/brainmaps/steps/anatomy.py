@@ -25,7 +25,7 @@ from brainmaps.steps.base import Step, record_stage, register_step
 from brainmaps.tasks import DEFAULT_AGE_GROUPS, check_age_groups
 from brainmaps.utils import write_tsv
 
-__all__ = ["STEP", "anatomy_run", "run_volumes"]
+__all__ = ["STEP", "anatomy_run", "read_volumes", "run_volumes"]
 
 
 def run_volumes(run: RunFolder, atlas) -> pd.DataFrame:
@@ -38,6 +38,17 @@ def run_volumes(run: RunFolder, atlas) -> pd.DataFrame:
     from brainmaps.baselines.morphometry import run_morphometry
 
     return run_morphometry(run.path, atlas.img, atlas.labels[["index", "name"]], progress=False)
+
+
+def read_volumes(path: str | os.PathLike, subjects, sessions) -> pd.DataFrame:
+    """The numeric columns of a volume table, one row per subject (see
+    :func:`brainmaps.baselines.tables.load_features`)."""
+    from brainmaps.baselines.tables import load_features
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"volume table {path} does not exist; pass --volumes TABLE (TSV/CSV).")
+    return load_features(path, list(subjects), list(sessions))
 
 
 def _aligned(run: RunFolder, manifest: pd.DataFrame, volumes: pd.DataFrame) -> pd.DataFrame:
@@ -141,7 +152,7 @@ def anatomy_run(
         if volumes is None:
             vol = _aligned(run, manifest, measured)
         else:
-            vol = anatomy.read_volumes(volumes, manifest["subject"], manifest["session"])
+            vol = read_volumes(volumes, manifest["subject"], manifest["session"])
         chosen = parsed or _default_pairs(atlas, vol)
         files = [run.layout.maps_dir(method) / f for f in manifest["file"]]
         relevance = anatomy.region_relevance(
