@@ -186,6 +186,11 @@ class TrainingConfig:
         Members per fold: models trained on the same fold with different seeds (member 0
         with the fold's own seed, as without an ensemble); the fold's predictions are their
         mean, with their spread (Hofmann et al.'s brain-age ensembles).
+    repeats : int
+        Repeated cross-validation: the k-fold split is drawn this many times with
+        different seeds (repeat 0 is the run's own split, which every later stage
+        explains; the others only add folds to the metrics and the paired comparison
+        with the baselines, Bouckaert & Frank 2004).
 
     Notes
     -----
@@ -203,13 +208,14 @@ class TrainingConfig:
     amp: bool = True
     bn_recalibration: bool = True
     ensemble: int = 1
+    repeats: int = 1
     init_from: str | None = None
     transfer: str = "all"
     freeze: str = "none"
     allow_overlap: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "ensemble"):
+        for name in ("epochs", "batch_size", "ensemble", "repeats"):
             _positive("training", name, getattr(self, name))
         if not isinstance(self.folds, int) or self.folds < 2:
             raise ConfigError(f"training.folds must be an integer >= 2, got {self.folds!r}.")
