@@ -12,7 +12,13 @@ No other module spells a run-folder path: writers and readers ask a :class:`RunL
       fold-<k>/predictions.tsv    the fold's test predictions
       fold-<k>/history.tsv        one row per epoch
       predictions.tsv             out-of-fold predictions of every scan
-      metrics.tsv                 per fold, then mean and std rows
+      metrics.tsv                 per fold, then mean and std rows (repeat 0)
+      metrics_repeats.tsv         repeated CV (training.repeats > 1): one row per (repeat,
+                                  fold) of every repeat, then mean and std over them all
+      repeats/repeat-<r>/         repeat r > 0 of a repeated CV, itself laid out as a run:
+                                  folds.tsv, fold-<k>/..., predictions.tsv, metrics.tsv,
+                                  baselines/{metrics,predictions,params}.tsv; no stage but
+                                  the metrics and the baseline comparison reads it
       maps/<method>/maps.tsv      one row per subject map (the method's manifest)
       maps/<method>/sub-<id>[_ses-<s>].nii.gz
       maps/<method>/mean_<group>.nii.gz    class means (mean_conjoined) or mean_all
@@ -29,7 +35,8 @@ No other module spells a run-folder path: writers and readers ask a :class:`RunL
       analysis/thresholds.tsv     binary runs: operating points per threshold rule (nested
                                   out-of-fold metrics with bootstrap CIs); roc.tsv and
                                   calibration.tsv: the out-of-fold curves
-      baselines/<table>.tsv       metrics, predictions, params, comparison, importances_<m>
+      baselines/<table>.tsv       metrics, predictions, params, comparison, importances_<m>;
+                                  metrics_repeats (repeated CV: model x repeat x fold)
       stages/<stage>.yaml         which options made each stage's outputs (with their hash)
       .lock                       held by the process writing the run
       report.html                 the self-contained report
@@ -44,6 +51,7 @@ from pathlib import Path
 __all__ = ["RunLayout", "map_filename"]
 
 _FOLD = re.compile(r"^fold-(\d+)$")
+_REPEAT = re.compile(r"^repeat-(\d+)$")
 
 
 def map_filename(subject: str, session: str = "") -> str:
@@ -72,6 +80,8 @@ class RunLayout:
     PREDICTIONS = "predictions.tsv"
     METRICS = "metrics.tsv"
     METRICS_SITES = "metrics_sites.tsv"
+    METRICS_REPEATS = "metrics_repeats.tsv"
+    REPEATS = "repeats"
     HISTORY = "history.tsv"
     CHECKPOINT = "model.pt"
     MAPS_MANIFEST = "maps.tsv"
@@ -119,6 +129,11 @@ class RunLayout:
     def metrics_sites(self) -> Path:
         """pathlib.Path : ``metrics_sites.tsv`` (per fold and test site; cohorts with sites)."""
         return self.root / self.METRICS_SITES
+
+    @property
+    def metrics_repeats(self) -> Path:
+        """pathlib.Path : ``metrics_repeats.tsv`` (per repeat and fold; repeated CV)."""
+        return self.root / self.METRICS_REPEATS
 
     @property
     def report(self) -> Path:
@@ -183,6 +198,38 @@ class RunLayout:
             if match and path.is_file():
                 found[int(match.group(1))] = path
         return dict(sorted(found.items()))
+
+    # -- repeats of a repeated cross-validation ---------------------------------------
+    @property
+    def repeats_dir(self) -> Path:
+        """pathlib.Path : ``repeats/``, the folder of the repeats r > 0."""
+        return self.root / self.REPEATS
+
+    def repeat_dir(self, repeat: int) -> Path:
+        """``repeats/repeat-<r>/`` (repeat 0 is the run folder itself)."""
+        if int(repeat) < 0:
+            raise ValueError(f"repeat must be >= 0, got {repeat!r}.")
+        if int(repeat) == 0:
+            return self.root
+        return self.repeats_dir / f"repeat-{int(repeat)}"
+
+    def repeat(self, repeat: int) -> RunLayout:
+        """The layout of repeat ``r``: ``self`` for r = 0, else one rooted at
+        :meth:`repeat_dir` (its ``folds``, ``fold_dir(k)``, ``checkpoint(k)``,
+        ``fold_predictions(k)``, ``predictions``, ``metrics``, ``baselines(name)`` are the
+        repeat's own)."""
+        return self if int(repeat) == 0 else RunLayout(self.repeat_dir(repeat))
+
+    def existing_repeats(self) -> list[int]:
+        """The repeats r > 0 with a ``repeats/repeat-<r>/folds.tsv``, sorted."""
+        if not self.repeats_dir.is_dir():
+            return []
+        found = (_REPEAT.match(p.name) for p in self.repeats_dir.iterdir())
+        return sorted(
+            int(m.group(1))
+            for m in found
+            if m and int(m.group(1)) > 0 and (self.repeats_dir / m.group(0) / self.FOLDS).is_file()
+        )
 
     # -- maps --------------------------------------------------------------------------
     @property

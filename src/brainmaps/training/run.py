@@ -4,7 +4,10 @@
 ``DESIGN.md`` (every path comes from :class:`~brainmaps.run.layout.RunLayout`):
 ``config.yaml``, ``execution.yaml``, ``cohort.tsv``, ``folds.tsv``, per fold
 ``model.pt``, ``predictions.tsv`` and ``history.tsv``, then the out-of-fold
-``predictions.tsv`` and ``metrics.tsv``.
+``predictions.tsv`` and ``metrics.tsv``. With ``training.repeats = R > 1`` the split is
+drawn R times (:mod:`brainmaps.training.repeats`): repeat 0 is the run's own split, written
+as above and first; every other repeat ``r`` gets the same files under
+``repeats/repeat-<r>/``, and ``metrics_repeats.tsv`` pools the R x k folds.
 
 Everything is validated (cohort, labels, folds, grid, model) before the first file is
 written; the run folder is locked while it is written, so a second ``train`` on the same
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +53,12 @@ from brainmaps.training.fold import (
     member_done,
     train_fold,
 )
+from brainmaps.training.repeats import (
+    check_repeats,
+    pooled_repeat_metrics,
+    repeat_config,
+    warn_same_splits,
+)
 from brainmaps.training.transfer import plan_transfer, with_transfer_head
 from brainmaps.utils import write_tsv
 
@@ -71,13 +80,33 @@ class RunResult:
     predictions : pandas.DataFrame
         Out-of-fold predictions (as in ``predictions.tsv``).
     resumed_folds : list of int
-        Folds that were found finished and not trained again.
+        Folds (of repeat 0) that were found finished and not trained again.
+    repeat_metrics : pandas.DataFrame or None
+        Repeated CV (``training.repeats > 1``): one row per (repeat, fold), then ``mean``
+        and ``std`` over all of them (as in ``metrics_repeats.tsv``); None otherwise.
+    resumed_repeat_folds : list of tuple of int
+        ``(repeat, fold)`` of the repeats r > 0 found finished and not trained again.
     """
 
     out: Path
     metrics: pd.DataFrame
     predictions: pd.DataFrame
     resumed_folds: list[int]
+    repeat_metrics: pd.DataFrame | None = None
+    resumed_repeat_folds: list[tuple[int, int]] = field(default_factory=list)
+
+
+@dataclass
+class _Repeat:
+    """One draw of the outer split: its configuration (seed), test fold of every scan,
+    roles, layout and transfer plan."""
+
+    index: int
+    config: RunConfig
+    folds: np.ndarray
+    roles: pd.DataFrame
+    layout: RunLayout
+    plan: object = None
 
 
 def _check_run_folder(config: RunConfig, layout: RunLayout) -> None:
@@ -204,21 +233,28 @@ def _check_model(config: RunConfig, cohort: Cohort, roles: pd.DataFrame) -> None
         ) from None
 
 
+def _repeats(config: RunConfig, cohort: Cohort, layout: RunLayout) -> list[_Repeat]:
+    """Every repeat's split (repeat 0: the run's own), validated, nothing written."""
+    check_repeats(config)
+    repeats = []
+    for r in range(config.training.repeats):
+        cfg = repeat_config(config, r)
+        folds = _assign_folds(cfg, cohort)
+        repeats.append(_Repeat(r, cfg, folds, _fold_roles(cfg, cohort, folds), layout.repeat(r)))
+    warn_same_splits([rep.roles for rep in repeats])
+    return repeats
+
+
 def _prepare(config: RunConfig, layout: RunLayout) -> tuple:
     """Validate everything, then write config, cohort and folds (nothing written before)."""
     execution = config.execution
     cohort = load_run_cohort(config)
-    folds = _assign_folds(config, cohort)
-    roles = _fold_roles(config, cohort, folds)
-    _check_model(config, cohort, roles)
+    repeats = _repeats(config, cohort, layout)
+    _check_model(config, cohort, repeats[0].roles)
     n_channels = max(len(cohort.channels), 1)
-    plan = plan_transfer(
-        config,
-        cohort.classes,
-        cohort.task,
-        roles,
-        fitted_model_config(config, cohort, n_channels, _train_idx(roles, 0)),
-    )
+    for rep in repeats:  # a transfer source's subjects are checked against every split
+        fitted = fitted_model_config(rep.config, cohort, n_channels, _train_idx(rep.roles, 0))
+        rep.plan = plan_transfer(rep.config, cohort.classes, cohort.task, rep.roles, fitted)
     _check_run_folder(config, layout)
     volumes = cache_channels(
         cohort.table,
@@ -228,12 +264,13 @@ def _prepare(config: RunConfig, layout: RunLayout) -> tuple:
         n_jobs=execution.n_jobs,
         progress=execution.progress,
     )
-    table = cohort.table.assign(**slot_columns(volumes), test_fold=folds)
+    table = cohort.table.assign(**slot_columns(volumes), test_fold=repeats[0].folds)
     config.to_yaml(layout.config)
     write_execution(layout, execution)
     write_tsv(table, layout.cohort)
-    write_tsv(roles, layout.folds)
-    return cohort, volumes, roles, plan
+    for rep in repeats:
+        write_tsv(rep.roles, rep.layout.folds)
+    return cohort, volumes, repeats
 
 
 def _read_predictions(path: Path) -> pd.DataFrame:
@@ -309,6 +346,10 @@ def train_run(config: RunConfig, *, progress: bool | None = None) -> RunResult:
     Each outer fold trains a fresh model on the other folds (minus an inner validation
     split that picks the best epoch) and predicts its own subjects, so every subject gets
     one out-of-fold prediction. Folds already finished in ``config.out`` are skipped.
+    With ``training.repeats = R > 1`` the whole cross-validation is repeated on R - 1
+    more splits (:mod:`brainmaps.training.repeats`), written under
+    ``repeats/repeat-<r>/``; ``metrics.tsv`` and ``predictions.tsv`` stay repeat 0's and
+    ``metrics_repeats.tsv`` pools all R x k folds.
 
     Parameters
     ----------
@@ -327,7 +368,8 @@ def train_run(config: RunConfig, *, progress: bool | None = None) -> RunResult:
     BrainmapsError
         For bad input: unreadable images, bad labels, a class smaller than the fold count,
         a leaking user split, a model that does not fit the grid, a run folder that holds
-        another configuration or that another process is writing, a diverging fold.
+        another configuration or that another process is writing, a diverging fold,
+        ``repeats > 1`` with a split no seed changes (a folds file, leave-one-site-out).
     """
     config = with_transfer_head(config.resolved())
     if progress is not None:
@@ -335,24 +377,51 @@ def train_run(config: RunConfig, *, progress: bool | None = None) -> RunResult:
     layout = RunLayout(config.out)
     _check_out(layout)
     with run_lock(layout.lock, "brainmaps train"):
-        cohort, volumes, roles, plan = _prepare(config, layout)
-        n_folds = int(roles["fold"].max()) + 1
-        resumed = []
-        for k in range(n_folds):
-            if _fold_done(layout, k, cohort, roles, config.training.ensemble):
-                resumed.append(k)
-                continue
-            train_fold(config, cohort, volumes, roles, k, layout, plan)
-        predictions = pd.concat(
-            [_read_predictions(layout.fold_predictions(k)) for k in range(n_folds)],
-            ignore_index=True,
-        )
-        metrics = _fold_metrics(cohort, predictions)
-        write_tsv(predictions, layout.predictions)
-        write_tsv(metrics, layout.metrics)
+        cohort, volumes, repeats = _prepare(config, layout)
+        done, results = [], []
+        for rep in repeats:  # repeat 0 first: its tables are written before the others train
+            done.append(_train_repeat(rep, cohort, volumes, config.training.ensemble))
+            results.append(_write_repeat(rep, cohort))
+        metrics, predictions = results[0]
         per_site = _site_metrics(cohort, predictions)
         if per_site is not None:
             write_tsv(per_site, layout.metrics_sites)
+        pooled = None
+        if len(repeats) > 1:
+            pooled = pooled_repeat_metrics([m for m, _ in results])
+            write_tsv(pooled, layout.metrics_repeats)
     return RunResult(
-        out=layout.root, metrics=metrics, predictions=predictions, resumed_folds=resumed
+        out=layout.root,
+        metrics=metrics,
+        predictions=predictions,
+        resumed_folds=done[0],
+        repeat_metrics=pooled,
+        resumed_repeat_folds=[(r, k) for r, folds in enumerate(done) if r for k in folds],
     )
+
+
+def _train_repeat(rep: _Repeat, cohort: Cohort, volumes, ensemble: int) -> list[int]:
+    """Train the folds of one repeat not yet done; returns the folds found done."""
+    n_folds = int(rep.roles["fold"].max()) + 1
+    resumed = []
+    for k in range(n_folds):
+        if _fold_done(rep.layout, k, cohort, rep.roles, ensemble):
+            resumed.append(k)
+            continue
+        if rep.index:
+            log.info("repeat %d (seed %d), fold %d", rep.index, rep.config.training.seed, k)
+        train_fold(rep.config, cohort, volumes, rep.roles, k, rep.layout, rep.plan)
+    return resumed
+
+
+def _write_repeat(rep: _Repeat, cohort: Cohort) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A repeat's out-of-fold ``predictions.tsv`` and ``metrics.tsv`` (repeat 0: the run's)."""
+    n_folds = int(rep.roles["fold"].max()) + 1
+    predictions = pd.concat(
+        [_read_predictions(rep.layout.fold_predictions(k)) for k in range(n_folds)],
+        ignore_index=True,
+    )
+    metrics = _fold_metrics(cohort, predictions)
+    write_tsv(predictions, rep.layout.predictions)
+    write_tsv(metrics, rep.layout.metrics)
+    return metrics, predictions
