@@ -5,6 +5,10 @@
   plain paired t-test is too optimistic. The corrected resampled t-test of Nadeau &
   Bengio (2003, *Inference for the Generalization Error*, Machine Learning 52:239)
   inflates the variance by ``n_test / n_train``.
+- :func:`corrected_repeated_kfold_ttest`: the same test on the R x k folds of an R times
+  repeated k-fold cross-validation (Bouckaert & Frank 2004), which is the corrected
+  resampled t-test on the J = R * k pooled folds.
+- :func:`win_fraction`: on how many paired folds one model beats the other.
 - :func:`benjamini_hochberg`: false discovery rate control over many tests (e.g. one per
   first-layer filter, Kan et al. 2020, appendix, who did not correct for their 32 tests).
 """
@@ -18,7 +22,12 @@ from scipy import stats
 
 from brainmaps.exceptions import ConfigError, ShapeError
 
-__all__ = ["benjamini_hochberg", "corrected_resampled_ttest"]
+__all__ = [
+    "benjamini_hochberg",
+    "corrected_repeated_kfold_ttest",
+    "corrected_resampled_ttest",
+    "win_fraction",
+]
 
 
 def corrected_resampled_ttest(
@@ -78,6 +87,88 @@ def corrected_resampled_ttest(
     t = mean / np.sqrt((1.0 / len(d) + n_test / n_train) * var)
     p = 2.0 * stats.t.sf(abs(t), df=len(d) - 1)
     return float(t), float(p)
+
+
+def corrected_repeated_kfold_ttest(
+    scores_a, scores_b, n_train: float, n_test: float
+) -> tuple[float, float]:
+    """Corrected repeated k-fold cv t-test of two models scored on the same R x k folds.
+
+    Bouckaert & Frank (2004) test the ``J = R * k`` per-fold differences ``d_rk`` of an
+    R times repeated k-fold cross-validation with
+    ``t = mean(d) / sqrt((1 / (R k) + n_test / n_train) * var(d))`` (mean and ``var``,
+    ddof=1, over all R x k folds) against Student's t with ``R k - 1`` degrees of freedom.
+    That is :func:`corrected_resampled_ttest` on the pooled folds (``J = R k``), which
+    this function calls after flattening; ``R = 1`` gives the plain corrected k-fold test.
+
+    Parameters
+    ----------
+    scores_a, scores_b : array-like of float, shape (R, k) or (R * k,)
+        Per-fold scores of the two models, repeat by repeat and fold by fold (the same
+        (repeat, fold) at the same position in both).
+    n_train, n_test : float
+        Training and test set sizes (means over all R x k folds); for k-fold
+        cross-validation ``n_test / n_train`` is about ``1 / (k - 1)``.
+
+    Returns
+    -------
+    t, p : float
+        As :func:`corrected_resampled_ttest` (``t > 0`` when ``a`` scores higher).
+
+    Raises
+    ------
+    ShapeError
+        If the two score arrays differ in shape or hold fewer than 2 folds in all.
+    ConfigError
+        If ``n_train`` or ``n_test`` is not positive.
+
+    References
+    ----------
+    .. [1] R. R. Bouckaert, E. Frank, "Evaluating the replicability of significance tests
+       for comparing learning algorithms", PAKDD 2004, LNAI 3056:3-12.
+    """
+    a, b = np.asarray(scores_a, dtype=float), np.asarray(scores_b, dtype=float)
+    if a.shape != b.shape or a.ndim not in (1, 2):
+        raise ShapeError(
+            f"the repeated k-fold t-test needs two score arrays of one shape, (R, k) or "
+            f"(R * k,), got {a.shape} and {b.shape}."
+        )
+    return corrected_resampled_ttest(a.ravel(), b.ravel(), n_train, n_test)
+
+
+def win_fraction(scores_a, scores_b, *, higher_is_better: bool = True) -> float:
+    """Fraction of paired folds on which model ``a`` scores better than model ``b``.
+
+    A tie counts half, so ``win_fraction(a, b) + win_fraction(b, a) == 1``.
+
+    Parameters
+    ----------
+    scores_a, scores_b : array-like of float, shape (J,) or (R, k)
+        Per-fold scores of the two models on the same folds.
+    higher_is_better : bool
+        True for accuracy or AUC, False for an error such as MAE.
+
+    Returns
+    -------
+    float
+        In ``[0, 1]``; NaN when no fold has both scores finite (folds where either is
+        not finite are left out).
+
+    Raises
+    ------
+    ShapeError
+        If the score arrays differ in shape.
+    """
+    a, b = np.asarray(scores_a, dtype=float), np.asarray(scores_b, dtype=float)
+    if a.shape != b.shape:
+        raise ShapeError(
+            f"win_fraction needs two score arrays of one shape, got {a.shape}, {b.shape}."
+        )
+    d = (a - b).ravel()
+    d = d[np.isfinite(d)] * (1.0 if higher_is_better else -1.0)
+    if d.size == 0:
+        return float("nan")
+    return float(((d > 0).sum() + 0.5 * (d == 0).sum()) / d.size)
 
 
 def benjamini_hochberg(p: Sequence[float] | np.ndarray) -> np.ndarray:
