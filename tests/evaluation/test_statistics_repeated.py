@@ -67,3 +67,11 @@ def test_win_fraction_counts_ties_half():
     assert math.isnan(win_fraction([np.nan], [0.0]))
     with pytest.raises(ShapeError):
         win_fraction([1.0, 2.0], [1.0])
+
+
+def test_win_fraction_ties_scores_read_back_from_a_table():
+    exact = 11 / 14
+    written = float(f"{exact:.6g}")  # as write_tsv stores it
+    assert written != exact
+    assert win_fraction([written, 0.9], [exact, 0.8]) == pytest.approx(0.75)
+    assert win_fraction([written, 0.9], [exact, 0.8], rtol=0) == pytest.approx(0.5)

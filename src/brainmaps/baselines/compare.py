@@ -5,6 +5,13 @@ folds (the training parts overlap), so a plain paired t-test is too optimistic. 
 corrected resampled t-test of Nadeau & Bengio (2003, *Inference for the Generalization
 Error*, Machine Learning 52:239) inflates the variance by ``n_test / n_train``; it lives
 in :func:`brainmaps.evaluation.statistics.corrected_resampled_ttest`.
+
+With a repeated cross-validation (``training.repeats = R > 1``) the per-fold tables carry a
+``repeat`` column and every model is scored on the same R x k (repeat, fold) pairs; the
+summaries and the test then pool all J = R k folds, which is the corrected repeated
+k-fold cv test of Bouckaert & Frank (2004, PAKDD, LNAI 3056:3):
+``t = mean(d) / sqrt((1/J + n_test/n_train) var(d))`` on J - 1 degrees of freedom
+(:func:`brainmaps.evaluation.statistics.corrected_repeated_kfold_ttest`).
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from brainmaps.evaluation.statistics import corrected_resampled_ttest
+from brainmaps.evaluation.statistics import corrected_resampled_ttest, win_fraction
 from brainmaps.exceptions import ConfigError
 
 __all__ = ["compare_models", "format_comparison"]
@@ -41,11 +48,26 @@ _LABELS = {
 
 
 def _fold_rows(table: pd.DataFrame, model: str) -> pd.DataFrame:
+    """Fold rows indexed by ``fold`` (``<repeat>/<fold>`` with a ``repeat`` column)."""
     rows = table[~table["fold"].astype(str).isin(("mean", "std"))].copy()
-    rows["fold"] = rows["fold"].astype(str)
+    key = rows["fold"].astype(str)
+    if "repeat" in rows:
+        key = rows["repeat"].astype(str) + "/" + key
+        rows = rows.drop(columns="repeat")
+    rows["fold"] = key
     if rows["fold"].duplicated().any():
         raise ConfigError(f"per-fold metrics of {model!r} list a fold twice.")
     return rows.set_index("fold")
+
+
+def _repeats(per_fold: Mapping[str, pd.DataFrame]) -> int | None:
+    """Number of repeats of the tables that have a ``repeat`` column (None: none has)."""
+    found = {
+        pd.Series(t["repeat"]).astype(str)[~t["fold"].astype(str).isin(("mean", "std"))].nunique()
+        for t in per_fold.values()
+        if "repeat" in t
+    }
+    return max(found) if found else None
 
 
 def compare_models(
@@ -62,9 +84,12 @@ def compare_models(
     ----------
     per_fold : mapping of str to pandas.DataFrame
         Model name -> metrics table with a ``fold`` column (``mean``/``std`` rows are
-        ignored), e.g. a run's ``metrics.tsv``. Every model must have the same folds.
+        ignored), e.g. a run's ``metrics.tsv``; with a ``repeat`` column too (a repeated
+        cross-validation, e.g. ``metrics_repeats.tsv``), rows are the (repeat, fold)
+        pairs. Every model must have the same folds.
     n_train, n_test : float
-        Mean training and test sizes of the folds (for the corrected t-test).
+        Mean training and test sizes of the folds, over all repeats (for the corrected
+        t-test).
     task : {"classification", "regression"}
         Classification tests per-fold accuracy; regression tests per-fold MAE.
     reference : str, optional
@@ -73,14 +98,18 @@ def compare_models(
     Returns
     -------
     pandas.DataFrame
-        One row per model: ``model``, ``n_folds``, ``<metric>_mean`` and
+        One row per model: ``model``, ``n_folds`` (J: all folds of all repeats), with a
+        ``repeat`` column in the input ``n_repeats`` after it, ``<metric>_mean`` and
         ``<metric>_std`` for accuracy, balanced accuracy and AUC (regression: MAE, RMSE,
         r, R², and after the bias correction of each fold -- MAE corrected, the
         correlation of the gap with the target before and after, and the MAE of
         predicting the training mean; NaN for a model without them, e.g. an older run),
         and ``t`` and ``p`` of the corrected resampled t-test of the model against
         ``reference`` on per-fold accuracy (MAE: positive ``t``, the model's MAE is
-        higher).
+        higher), pooled over the J folds (the corrected repeated k-fold test with
+        repeats), and ``reference_wins``: the fraction of the J folds on which the
+        reference scores better than the model on that score (higher accuracy, lower
+        MAE), a tie counting half (NaN for the reference itself and without one).
     """
     if task not in SUMMARY:
         raise ConfigError(f"task must be one of {tuple(SUMMARY)}, got {task!r}.")
@@ -94,16 +123,23 @@ def compare_models(
             f"models were scored on different folds ({folds}); compare them on the same folds."
         )
     ref = tables.get(reference) if reference is not None else None
+    n_repeats = _repeats(per_fold)
     rows = []
     for name, t in tables.items():
         row = {"model": name, "n_folds": len(t)}
+        if n_repeats is not None:
+            row["n_repeats"] = n_repeats
         for c in columns:
             values = pd.to_numeric(t[c], errors="coerce") if c in t else pd.Series(np.nan)
             row[f"{c}_mean"], row[f"{c}_std"] = values.mean(), values.std(ddof=1)
-        row["t"] = row["p"] = np.nan
+        row["t"] = row["p"] = row["reference_wins"] = np.nan
         if ref is not None and name != reference:
-            a, b = t[tested], ref.loc[t.index, tested]
+            a = pd.to_numeric(t[tested], errors="coerce").to_numpy(dtype=float)
+            b = pd.to_numeric(ref.loc[t.index, tested], errors="coerce").to_numpy(dtype=float)
+            # on the J pooled (repeat, fold) pairs: the corrected repeated k-fold test
             row["t"], row["p"] = corrected_resampled_ttest(a, b, n_train, n_test)
+            higher = task == "classification"  # accuracy; regression: MAE, lower is better
+            row["reference_wins"] = win_fraction(b, a, higher_is_better=higher)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -111,16 +147,23 @@ def compare_models(
 def format_comparison(table: pd.DataFrame, digits: int = 3, reference: str = "cnn") -> str:
     """Render :func:`compare_models` output as aligned text (``mean ± std`` cells).
 
-    The t and p columns are those of the test against ``reference``.
+    The t and p columns are those of the test against ``reference``; ``<reference> wins``
+    is the fraction of folds it scores better on (ties half); with repeats a first line
+    says over how many folds the table pools.
     """
     metrics = [c[: -len("_mean")] for c in table.columns if c.endswith("_mean")]
     header = ["model", *(_LABELS.get(m, m.replace("_", " ")) for m in metrics)]
     header += [f"t vs {reference}", "p"]
+    wins = "reference_wins" in table
+    if wins:
+        header.append(f"{reference} wins")
     rows = [header]
     for _, r in table.iterrows():
         cells = [str(r["model"])]
         cells += [_pm(r[f"{m}_mean"], r[f"{m}_std"], digits) for m in metrics]
         cells += [_num(r["t"], 2), _num(r["p"], 3)]
+        if wins:
+            cells.append(_num(r["reference_wins"], 2))
         rows.append(cells)
     widths = [max(len(row[j]) for row in rows) for j in range(len(header))]
     lines = [
@@ -130,7 +173,14 @@ def format_comparison(table: pd.DataFrame, digits: int = 3, reference: str = "cn
         )
         for r in rows
     ]
-    return "\n".join(line.rstrip() for line in lines)
+    text = "\n".join(line.rstrip() for line in lines)
+    if "n_repeats" in table and len(table) and pd.notna(table["n_repeats"].iloc[0]):
+        n_rep, n_folds = int(table["n_repeats"].iloc[0]), int(table["n_folds"].iloc[0])
+        text = (
+            f"{n_rep} repeats x {n_folds // max(n_rep, 1)} folds = {n_folds} folds pooled "
+            "(corrected repeated k-fold t-test, Bouckaert & Frank 2004)\n" + text
+        )
+    return text
 
 
 def _num(value, digits: int) -> str:

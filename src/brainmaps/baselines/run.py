@@ -7,6 +7,14 @@ Writes ``<run>/baselines/``::
     params.tsv             hyper-parameters chosen by the inner grid search, per fold
     comparison.tsv         CNN and every baseline: mean, std and corrected t-test vs the CNN
     importances_<m>.tsv    lr/ridge: standardised coefficients; xgb: gain (and a .png plot)
+    metrics_repeats.tsv    repeated CV only: model x repeat x fold, then each model's
+                           mean and std over all repeats' folds
+
+A run of ``training.repeats = R > 1`` (repeated cross-validation) gets every baseline
+fitted on every repeat's folds too, on exactly the train/test subjects of the CNN's
+repeat folds (``repeats/repeat-<r>/folds.tsv``); repeat r's metrics, predictions and
+params go to ``repeats/repeat-<r>/baselines/``, and ``comparison.tsv`` pools the R x k
+folds (the corrected repeated k-fold t-test, :mod:`brainmaps.baselines.compare`).
 
 Regression baselines are bias-corrected as the CNN is (:mod:`brainmaps.baselines.bias`):
 each fold's line is fitted on the run's ``val`` rows of that fold when it has at least
@@ -21,6 +29,7 @@ import json
 import os
 import warnings
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +51,7 @@ from brainmaps.baselines.voxels import (
     voxel_matrix,
 )
 from brainmaps.data.preprocess import mni_brain_mask
+from brainmaps.evaluation.metrics import summarize_folds
 from brainmaps.exceptions import BrainmapsWarning, ConfigError
 from brainmaps.run.folder import RunFolder, open_run
 from brainmaps.run.stages import write_stage
@@ -128,7 +138,11 @@ def _merge(path: Path, new: pd.DataFrame, models: Sequence[str]) -> pd.DataFrame
     return new.iloc[np.argsort(key.to_numpy(), kind="stable")].reset_index(drop=True)
 
 
-def _write_results(run: RunFolder, results: dict[str, BaselineResult]) -> pd.DataFrame:
+def _write_results(
+    run: RunFolder, results: dict[str, BaselineResult], importances: bool = True
+) -> pd.DataFrame:
+    """Write (merge) the metrics, predictions and params of ``results`` under the run's
+    (or a repeat's) ``baselines/``; the importances only with ``importances``."""
     models, layout = list(results), run.layout
     metrics = pd.concat([r.metrics.assign(model=m) for m, r in results.items()])
     metrics = metrics[["model", *[c for c in metrics.columns if c != "model"]]]
@@ -147,7 +161,7 @@ def _write_results(run: RunFolder, results: dict[str, BaselineResult]) -> pd.Dat
         write_tsv(_merge(path, table, models), path)
     write_tsv(metrics, layout.baselines("metrics"))
     for m, r in results.items():
-        if r.importances is not None:
+        if importances and r.importances is not None:
             write_tsv(r.importances, layout.importances(m))
             title = f"{m}: top features ({run.config.data.target})"
             plot_importances(
@@ -206,29 +220,120 @@ def _cnn_metrics(run: RunFolder) -> pd.DataFrame | None:
             "comparison lists the baselines only (finish 'brainmaps train' to compare with "
             "the CNN).",
             BrainmapsWarning,
-            stacklevel=4,
+            stacklevel=5,
         )
     return metrics
 
 
-def _compare(run: RunFolder, metrics: pd.DataFrame) -> pd.DataFrame:
-    per_fold = {}
-    cnn = _cnn_metrics(run)
-    if cnn is not None:
-        per_fold["cnn"] = cnn
-    for model, part in metrics.groupby("model", sort=False):
-        per_fold[str(model)] = part.drop(columns="model")
-    sizes = [(len(run.indices(k, "fit")), len(run.indices(k, "test"))) for k in range(run.n_folds)]
+def _repeat_runs(run: RunFolder) -> list[RunFolder]:
+    """Repeat r > 0 of a repeated run as a :class:`RunFolder` of the run's cohort with
+    repeat r's folds and layout (``[]`` without repeats)."""
+    repeats = []
+    for r in range(1, run.config.training.repeats):
+        layout = run.layout.repeat(r)
+        if not layout.folds.is_file():
+            raise ConfigError(
+                f"{run.path} is a run of {run.config.training.repeats} repeats "
+                f"(training.repeats) but has no {layout.folds}; resume 'brainmaps train' "
+                "on it (the same command) first."
+            )
+        folds = pd.read_csv(
+            layout.folds, sep="\t", dtype={"subject": str, "session": str}, keep_default_na=False
+        )
+        repeats.append(replace(run, path=layout.root, folds=folds))
+    return repeats
+
+
+def _fold_sizes(runs: Sequence[RunFolder]) -> tuple[float, float]:
+    """Mean training and test sizes over every fold of every repeat."""
+    sizes = [
+        (len(rep.indices(k, "fit")), len(rep.indices(k, "test")))
+        for rep in runs
+        for k in range(rep.n_folds)
+    ]
     n_train, n_test = np.mean(sizes, axis=0)
+    return float(n_train), float(n_test)
+
+
+def _pooled(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """Fold rows of every repeat's table with a ``repeat`` column."""
+    parts = [
+        t[~t["fold"].astype(str).isin(("mean", "std"))].assign(repeat=str(r))
+        for r, t in enumerate(tables)
+    ]
+    return pd.concat(parts, ignore_index=True)
+
+
+def _per_fold(runs: Sequence[RunFolder], metrics: Sequence[pd.DataFrame]) -> dict:
+    """Model -> per-fold metrics (with ``repeat`` when the run has repeats), CNN first."""
+    per_fold = {}
+    cnn = [_cnn_metrics(rep) for rep in runs]
+    if all(c is not None for c in cnn):
+        per_fold["cnn"] = cnn[0] if len(runs) == 1 else _pooled(cnn)
+    for model in dict.fromkeys(metrics[0]["model"]):
+        parts = [m[m["model"] == model].drop(columns="model") for m in metrics]
+        if any(p.empty for p in parts):
+            missing = [r for r, p in enumerate(parts) if p.empty]
+            warnings.warn(
+                f"baseline {model!r} has no metrics for repeat(s) {missing}; it is left out "
+                f"of the comparison (run 'brainmaps baseline --models {model}' again).",
+                BrainmapsWarning,
+                stacklevel=4,
+            )
+            continue
+        per_fold[str(model)] = parts[0] if len(runs) == 1 else _pooled(parts)
+    return per_fold
+
+
+def _write_pooled(run: RunFolder, per_fold: dict) -> None:
+    """``baselines/metrics_repeats.tsv``: every baseline's (repeat, fold) rows, then its
+    mean and std over all of them."""
+    tables = []
+    for model, table in per_fold.items():
+        if model == "cnn":
+            continue
+        summary = summarize_folds(table)  # the str repeat column is not summarised
+        summary["repeat"] = summary["repeat"].fillna("all")
+        tables.append(summary.assign(model=model))
+    if tables:
+        pooled = pd.concat(tables, ignore_index=True)
+        first = ["model", "repeat", "fold"]
+        write_tsv(
+            pooled[[*first, *[c for c in pooled if c not in first]]],
+            run.layout.baselines("metrics_repeats"),
+        )
+
+
+def _compare(runs: Sequence[RunFolder], metrics: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """The comparison over the folds of every repeat (``runs[0]``: the run itself)."""
+    run = runs[0]
+    per_fold = _per_fold(runs, metrics)
+    if len(runs) > 1:
+        _write_pooled(run, per_fold)
+    n_train, n_test = _fold_sizes(runs)
     table = compare_models(
         per_fold,
-        n_train=float(n_train),
-        n_test=float(n_test),
+        n_train=n_train,
+        n_test=n_test,
         task=run.task,
-        reference="cnn" if cnn is not None else None,
+        reference="cnn" if "cnn" in per_fold else None,
     )
     write_tsv(table, run.layout.baselines("comparison"))
     return table
+
+
+def _fit(run: RunFolder, models, x, table, common) -> dict[str, BaselineResult]:
+    """Every baseline of ``models`` cross-validated on the folds of ``run``."""
+    splits = [(run.indices(k, "fit"), run.indices(k, "test")) for k in range(run.n_folds)]
+    common = dict(common)
+    if not run.task.is_classification:  # the bias line on the CNN's validation subjects
+        common["bias_rows"] = [run.indices(k, "val") for k in range(run.n_folds)]
+    results: dict[str, BaselineResult] = {}
+    for m in (m for m in models if m in VOXEL_MODELS):
+        results[m] = cross_validate_voxels(x, run.labels, splits, VOXEL_MODELS[m], **common)
+    for m in (m for m in models if m in TABULAR_MODELS):
+        results[m] = cross_validate_tabular(table, run.labels, splits, m, **common)
+    return results
 
 
 def run_baselines(
@@ -296,7 +401,7 @@ def run_baselines(
         target = run.config.data.target
         exclude = [target] if target else []
         table = load_features(features, run.table["subject"], run.table["session"], exclude=exclude)
-    splits = [(run.indices(k, "fit"), run.indices(k, "test")) for k in range(run.n_folds)]
+    runs = [run, *_repeat_runs(run)]
     common = {
         "groups": run.table["subject"].to_numpy(dtype=str),
         "task": run.task,
@@ -305,19 +410,15 @@ def run_baselines(
         "n_jobs": n_jobs,
         "progress": progress,
     }
-    if not run.task.is_classification:  # the bias line on the CNN's validation subjects
-        common["bias_rows"] = [run.indices(k, "val") for k in range(run.n_folds)]
-    results: dict[str, BaselineResult] = {}
-    if any(m in VOXEL_MODELS for m in models):
-        x = _voxels(run, n_jobs, progress)
-        for m in (m for m in models if m in VOXEL_MODELS):
-            results[m] = cross_validate_voxels(x, run.labels, splits, VOXEL_MODELS[m], **common)
-        del x
-    for m in (m for m in models if m in TABULAR_MODELS):
-        results[m] = cross_validate_tabular(table, run.labels, splits, m, **common)
-    metrics = _write_results(run, results)
-    for m in results:  # the options that made each model's rows
+    x = _voxels(run, n_jobs, progress) if any(m in VOXEL_MODELS for m in models) else None
+    for r, rep in enumerate(runs):
+        _write_results(rep, _fit(rep, models, x, table, common), importances=r == 0)
+    del x
+    # compared as written (6 significant digits, as the CNN's metrics.tsv), so a fold on
+    # which the two score the same is a tie, and the table can be redone from the files
+    metrics = [_read(rep.layout.baselines("metrics")) for rep in runs]
+    for m in models:  # the options that made each model's rows
         options = {"model": m, "features": None if features is None else str(features)}
         options.update(random_state=random_state, inner_folds=inner_folds)
         write_stage(run.layout.stage_record(f"baseline-{m}"), f"baseline-{m}", options)
-    return _compare(run, metrics)
+    return _compare(runs, metrics)

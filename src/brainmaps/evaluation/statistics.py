@@ -136,7 +136,7 @@ def corrected_repeated_kfold_ttest(
     return corrected_resampled_ttest(a.ravel(), b.ravel(), n_train, n_test)
 
 
-def win_fraction(scores_a, scores_b, *, higher_is_better: bool = True) -> float:
+def win_fraction(scores_a, scores_b, *, higher_is_better: bool = True, rtol: float = 1e-6) -> float:
     """Fraction of paired folds on which model ``a`` scores better than model ``b``.
 
     A tie counts half, so ``win_fraction(a, b) + win_fraction(b, a) == 1``.
@@ -147,6 +147,10 @@ def win_fraction(scores_a, scores_b, *, higher_is_better: bool = True) -> float:
         Per-fold scores of the two models on the same folds.
     higher_is_better : bool
         True for accuracy or AUC, False for an error such as MAE.
+    rtol : float
+        Scores closer than ``rtol`` times the larger of the two (in absolute value) tie:
+        a score read back from a table written with 6 significant digits (``%.6g``)
+        ties with the exact value it was written from.
 
     Returns
     -------
@@ -164,11 +168,14 @@ def win_fraction(scores_a, scores_b, *, higher_is_better: bool = True) -> float:
         raise ShapeError(
             f"win_fraction needs two score arrays of one shape, got {a.shape}, {b.shape}."
         )
-    d = (a - b).ravel()
-    d = d[np.isfinite(d)] * (1.0 if higher_is_better else -1.0)
-    if d.size == 0:
+    a, b = a.ravel(), b.ravel()
+    keep = np.isfinite(a) & np.isfinite(b)
+    a, b = a[keep], b[keep]
+    if a.size == 0:
         return float("nan")
-    return float(((d > 0).sum() + 0.5 * (d == 0).sum()) / d.size)
+    d = (a - b) * (1.0 if higher_is_better else -1.0)
+    tie = np.abs(a - b) <= rtol * np.maximum(np.abs(a), np.abs(b))
+    return float(((d > 0) & ~tie).sum() + 0.5 * tie.sum()) / a.size
 
 
 def benjamini_hochberg(p: Sequence[float] | np.ndarray) -> np.ndarray:
